@@ -1,0 +1,12 @@
+//! `host`: the workstation side of glass-edge.
+//!
+//! Data flow: [`data`] (MVTec-AD-layout folders, the user's splits, the synthetic generator) ->
+//! training (GLASS, classifiers; libtorch via `tch`) -> evaluation -> export (ONNX bundle).
+
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod models;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,610 @@
+//! GLASS training (glass-spec.md §3-§4) on the user's anomaly-detection split.
+//!
+//! Per epoch: (hypersphere only) the per-position centre of the projected clean features; then
+//! iterations over shuffled training images until more than `limit` samples were seen, each doing LAS
+//! (Perlin mask + texture blend) on the images, GAS (noise + normalised gradient ascent + truncation) on
+//! the projected features, BCE on [true; gaussian] and focal loss with hard mining on the LAS rows; then
+//! the **validation** image AUROC, which drives early stopping and checkpoint selection. The test split
+//! is never touched here.
+//!
+//! Resume: `state.json` + `checkpoint_last.safetensors` are written after every epoch; a rerun with the
+//! same run directory continues after the last finished epoch (optimiser moments restart; the random
+//! streams are re-seeded per epoch, so a resumed run draws the same LAS samples as an uninterrupted one).
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr_free::normal;
+use serde::{Deserialize, Serialize};
+use shared::preprocess::{PreprocessConfig, ResizeMode};
+use tch::nn::{self, Module, ModuleT, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::loader;
+use crate::data::mvtec::Category;
+use crate::data::split::{Label, Split};
+use crate::eval::metrics;
+use crate::models::backbone;
+use crate::models::glass::distribution::{self, Judgement};
+use crate::models::glass::textures::TextureSource;
+use crate::models::glass::{loss, perlin, Distribution, Glass, GlassConfig};
+use crate::train::run::{self, DeviceChoice, RunDir};
+use crate::{Error, Result};
+
+/// Everything `host train glass` needs besides the hyper-parameters.
+#[derive(Debug, Clone)]
+pub struct GlassTrainOptions {
+    /// Category folder (MVTec AD layout).
+    pub data: PathBuf,
+    /// Run directory.
+    pub out: PathBuf,
+    /// Where to compute.
+    pub device: DeviceChoice,
+    /// Backbone safetensors; default `$GLASS_EDGE_WEIGHTS/<backbone>.safetensors`.
+    pub backbone_weights: Option<PathBuf>,
+    /// DTD-style texture folder; default procedural textures.
+    pub textures: Option<PathBuf>,
+    /// Foreground masks folder (`<dir>/<image file name>`), optional.
+    pub fg_masks: Option<PathBuf>,
+    /// libtorch threads (0 = all cores).
+    pub threads: usize,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// The resolved configuration a GLASS run writes to `config.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GlassRunConfig {
+    /// Always "glass".
+    pub model: String,
+    /// Hyper-parameters.
+    pub glass: GlassConfig,
+    /// Category folder.
+    pub data: PathBuf,
+    /// Category name.
+    pub category: String,
+    /// Split seed (= `glass.seed`).
+    pub split_seed: u64,
+    /// Backbone weights used.
+    pub backbone_weights: PathBuf,
+    /// Texture folder, if any.
+    pub textures: Option<PathBuf>,
+    /// Foreground-mask folder, if any.
+    pub fg_masks: Option<PathBuf>,
+    /// Manifold or hypersphere, after `auto` was resolved.
+    pub distribution: Distribution,
+    /// The spectral judge's numbers when `auto` decided.
+    pub judgement: Option<Judgement>,
+    /// The model input contract (also the bundle manifest's `input`).
+    pub preprocess: PreprocessConfig,
+}
+
+/// Progress kept across restarts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Best validation image AUROC so far.
+    pub best_val_auroc: f64,
+    /// Epoch (1-based) of the best checkpoint.
+    pub best_epoch: usize,
+    /// Epochs since the best one.
+    pub since_best: usize,
+    /// Wall-clock training seconds, summed over restarts.
+    pub train_seconds: f64,
+    /// Early stopping or the epoch cap ended training.
+    pub finished: bool,
+}
+
+/// One line of `epochs.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLine {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Iterations run.
+    pub iterations: usize,
+    /// Mean total loss.
+    pub loss: f64,
+    /// Mean BCE (true + gaussian).
+    pub bce: f64,
+    /// Mean focal loss.
+    pub focal: f64,
+    /// Fraction of true rows scored < 0.5.
+    pub p_true: f64,
+    /// Fraction of gaussian rows scored >= 0.5.
+    pub p_fake: f64,
+    /// Validation image AUROC after this epoch.
+    pub val_image_auroc: f64,
+    /// Best validation image AUROC so far.
+    pub best_val_auroc: f64,
+    /// Seconds this epoch took.
+    pub seconds: f64,
+}
+
+/// Loss statistics of one iteration.
+#[derive(Debug, Clone, Copy, Default)]
+struct StepStats {
+    loss: f64,
+    bce: f64,
+    focal: f64,
+    p_true: f64,
+    p_fake: f64,
+}
+
+/// The preprocessing contract of a GLASS config.
+pub fn preprocess_config(cfg: &GlassConfig) -> PreprocessConfig {
+    PreprocessConfig {
+        mean: cfg.mean,
+        std: cfg.std,
+        ..PreprocessConfig::imagenet(
+            cfg.image_size as u32,
+            cfg.image_size as u32,
+            ResizeMode::Squash,
+        )
+    }
+}
+
+/// Default weights file of a backbone: `$GLASS_EDGE_WEIGHTS/<name>.safetensors`.
+pub fn default_weights(kind: backbone::BackboneKind) -> Result<PathBuf> {
+    let dir = std::env::var_os("GLASS_EDGE_WEIGHTS").map(PathBuf::from).ok_or_else(|| {
+        Error::Config(
+            "no --backbone-weights given and GLASS_EDGE_WEIGHTS is not set (source scripts/env.sh)"
+                .into(),
+        )
+    })?;
+    Ok(dir.join(format!("{}.safetensors", kind.name())))
+}
+
+/// A model ready for scoring: built, backbone loaded, trainable parts loaded from `ckpt`.
+pub fn load_model(cfg: &GlassRunConfig, ckpt: &Path, device: Device) -> Result<Glass> {
+    let mut g = Glass::new(cfg.glass.clone(), device)?;
+    g.load_backbone(&cfg.backbone_weights)?;
+    g.load(ckpt)?;
+    Ok(g)
+}
+
+/// Stacks `[3,H,W]` tensors into a batch on `device`.
+fn batch(ts: &[&Tensor], device: Device) -> Tensor {
+    Tensor::stack(ts, 0).to_device(device)
+}
+
+/// Images as a normalised tensor `[3, S, S]` from RGB8 `S x S`.
+fn rgb_tensor(rgb: &[u8], s: i64, mean: [f32; 3], std: [f32; 3]) -> Tensor {
+    let t = Tensor::from_slice(rgb).view([s, s, 3]).permute([2, 0, 1]).to_kind(Kind::Float) / 255.0;
+    let m = Tensor::from_slice(&mean).view([3, 1, 1]);
+    let sd = Tensor::from_slice(&std).view([3, 1, 1]);
+    (t - m) / sd
+}
+
+/// Trains GLASS; returns the final state. Safe to call again on the same run dir (resume).
+pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainState> {
+    run::set_threads(opts.threads);
+    let device = opts.device.resolve()?;
+    let rd = RunDir::create(&opts.out)?;
+    let category = Category::open(&opts.data)?;
+    let split = Split::anomaly_detection(&category, cfg.seed);
+    if split.train.is_empty() {
+        return Err(Error::Dataset { path: opts.data.clone(), msg: "no train/good images".into() });
+    }
+    let counts = split.counts();
+    if counts.valid_normal == 0 || counts.valid_abnormal == 0 {
+        return Err(Error::Dataset {
+            path: opts.data.clone(),
+            msg: format!(
+                "validation needs normal and abnormal images (has {} / {}); early stopping uses its AUROC",
+                counts.valid_normal, counts.valid_abnormal
+            ),
+        });
+    }
+    let pp = preprocess_config(&cfg);
+    let weights = match &opts.backbone_weights {
+        Some(w) => w.clone(),
+        None => default_weights(cfg.backbone)?,
+    };
+    let textures = match &opts.textures {
+        Some(d) => TextureSource::from_dir(d)?,
+        None => TextureSource::Procedural,
+    };
+
+    // Resume: an existing config must describe the same run.
+    let mut state: TrainState =
+        if rd.state().is_file() { run::read_json(&rd.state())? } else { TrainState::default() };
+    if state.finished {
+        tracing::info!(
+            "{}: training already finished (epoch {})",
+            rd.root.display(),
+            state.epochs_done
+        );
+        return Ok(state);
+    }
+
+    let s = cfg.image_size;
+    let bar_style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let load_bar = |n: usize, what: &str| {
+        let pb = if opts.progress { ProgressBar::new(n as u64) } else { ProgressBar::hidden() };
+        pb.set_style(bar_style.clone());
+        pb.set_prefix(what.to_string());
+        pb
+    };
+
+    // Training images, preprocessed once (the same code path as the station).
+    let pb = load_bar(split.train.len(), "loading");
+    let mut train_imgs = Vec::with_capacity(split.train.len());
+    for item in &split.train {
+        train_imgs.push(loader::image_tensor(item, &pp)?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let fg: Vec<Option<Vec<f32>>> = match &opts.fg_masks {
+        None => vec![None; split.train.len()],
+        Some(dir) => {
+            split.train.iter().map(|it| fg_mask(dir, &it.image, &pp)).collect::<Result<Vec<_>>>()?
+        }
+    };
+
+    // Manifold or hypersphere.
+    let (distribution, judgement) = match cfg.distribution {
+        Distribution::Auto => {
+            let std = Tensor::from_slice(&cfg.std).view([3, 1, 1]);
+            let mean = Tensor::from_slice(&cfg.mean).view([3, 1, 1]);
+            let imgs: Vec<&Tensor> = train_imgs.iter().collect();
+            let m = (Tensor::stack(&imgs, 0).mean_dim(0, false, Kind::Float) * std + mean) * 255.0;
+            let j = distribution::judge(&m.clamp(0.0, 255.0));
+            (j.distribution, Some(j))
+        }
+        d => (d, None),
+    };
+    cfg.distribution = distribution;
+    let run_cfg = GlassRunConfig {
+        model: "glass".into(),
+        glass: cfg.clone(),
+        data: opts.data.clone(),
+        category: category.name.clone(),
+        split_seed: cfg.seed,
+        backbone_weights: weights.clone(),
+        textures: opts.textures.clone(),
+        fg_masks: opts.fg_masks.clone(),
+        distribution,
+        judgement,
+        preprocess: pp.clone(),
+    };
+    if rd.config().is_file() && state.epochs_done > 0 {
+        let old: GlassRunConfig = run::read_json(&rd.config())?;
+        if serde_json::to_value(&old.glass)? != serde_json::to_value(&run_cfg.glass)? {
+            return Err(Error::Config(format!(
+                "{} holds a run with other hyper-parameters; use a new --out or delete it",
+                rd.root.display()
+            )));
+        }
+    }
+    run::write_json(&rd.config(), &run_cfg)?;
+
+    let mut glass = Glass::new(cfg.clone(), device)?;
+    glass.load_backbone(&weights)?;
+    if state.epochs_done > 0 {
+        glass.load(&rd.last())?;
+        tracing::info!("resuming after epoch {}", state.epochs_done);
+    }
+    let mut opt_p =
+        nn::Adam { wd: cfg.wd_proj, ..Default::default() }.build(&glass.proj_vs, cfg.lr_proj)?;
+    let mut opt_d =
+        nn::AdamW { wd: cfg.wd_dsc, ..Default::default() }.build(&glass.dsc_vs, cfg.lr_dsc)?;
+
+    // Feature caches: the backbone is frozen, so clean training and validation features never change.
+    let embed_all = |imgs: &[&Tensor], what: &str| -> Vec<Tensor> {
+        let pb = load_bar(imgs.len(), what);
+        let mut out = Vec::with_capacity(imgs.len());
+        for chunk in imgs.chunks(cfg.batch_size) {
+            let f = glass.embed(&batch(chunk, device)).to_device(Device::Cpu);
+            out.extend((0..chunk.len() as i64).map(|i| f.get(i)));
+            pb.inc(chunk.len() as u64);
+        }
+        pb.finish_and_clear();
+        out
+    };
+    let train_refs: Vec<&Tensor> = train_imgs.iter().collect();
+    let train_feats: Option<Vec<Tensor>> =
+        cfg.cache_features.then(|| embed_all(&train_refs, "features"));
+    let pbv = load_bar(split.valid.len(), "valid");
+    let mut valid_imgs = Vec::with_capacity(split.valid.len());
+    for item in &split.valid {
+        valid_imgs.push(loader::image_tensor(item, &pp)?);
+        pbv.inc(1);
+    }
+    pbv.finish_and_clear();
+    let valid_refs: Vec<&Tensor> = valid_imgs.iter().collect();
+    let valid_feats = embed_all(&valid_refs, "valid");
+    drop(valid_imgs);
+    let valid_labels: Vec<bool> = split.valid.iter().map(|i| i.label == Label::Abnormal).collect();
+
+    let epoch_bar =
+        if opts.progress { ProgressBar::new(cfg.max_epochs as u64) } else { ProgressBar::hidden() };
+    epoch_bar.set_style(bar_style.clone());
+    epoch_bar.set_prefix("epochs");
+    epoch_bar.set_position(state.epochs_done as u64);
+    let grid = cfg.grid();
+    let started = Instant::now();
+    let secs_before = state.train_seconds;
+
+    while state.epochs_done < cfg.max_epochs && state.since_best < cfg.patience {
+        let epoch = state.epochs_done + 1;
+        let t0 = Instant::now();
+        // Per-epoch seeding: a resumed run draws what an uninterrupted one would.
+        let eseed = cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
+        tch::manual_seed(eseed as i64);
+        let mut rng = ChaCha8Rng::seed_from_u64(eseed);
+
+        let clean_feats = |idx: &[usize]| -> Tensor {
+            match &train_feats {
+                Some(f) => batch(&idx.iter().map(|&i| &f[i]).collect::<Vec<_>>(), device),
+                None => glass.embed(&batch(
+                    &idx.iter().map(|&i| &train_imgs[i]).collect::<Vec<_>>(),
+                    device,
+                )),
+            }
+        };
+        let center = if distribution == Distribution::Hypersphere {
+            let all: Vec<usize> = (0..train_imgs.len()).collect();
+            let mut sum = Tensor::zeros([grid * grid, cfg.embed_dim()], (Kind::Float, device));
+            for chunk in all.chunks(cfg.batch_size) {
+                let f = clean_feats(chunk);
+                let p = tch::no_grad(|| glass.proj.forward(&Glass::rows(&f)));
+                sum += p.view([chunk.len() as i64, grid * grid, -1]).sum_dim_intlist(
+                    0,
+                    false,
+                    Kind::Float,
+                );
+            }
+            Some(sum / train_imgs.len() as f64)
+        } else {
+            None
+        };
+
+        let mut order: Vec<usize> = (0..train_imgs.len()).collect();
+        order.shuffle(&mut rng);
+        let mut seen = 0usize;
+        let mut acc = StepStats::default();
+        let mut iters = 0usize;
+        for chunk in order.chunks(cfg.batch_size) {
+            // LAS on each image of the batch.
+            let mut augs = Vec::with_capacity(chunk.len());
+            let mut masks = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                let pm = perlin::perlin_mask(&mut rng, s as usize, s as usize, 8, fg[i].as_deref());
+                let tex = textures.draw(&mut rng, s as usize)?;
+                let tex = rgb_tensor(&tex, s, cfg.mean, cfg.std);
+                let beta = normal(&mut rng, 0.5, 0.1).clamp(0.2, 0.8);
+                let m = Tensor::from_slice(&pm.image).view([1, s, s]);
+                let img = &train_imgs[i];
+                let aug = img * (1.0 - &m) + &m * (img * beta + tex * (1.0 - beta));
+                augs.push(aug);
+                masks.push(Tensor::from_slice(&pm.patches).view([grid, grid]));
+            }
+            let aug_refs: Vec<&Tensor> = augs.iter().collect();
+            let f_feat = glass.embed(&batch(&aug_refs, device));
+            let t_feat = clean_feats(chunk);
+            let mask_s = Tensor::stack(&masks, 0).to_device(device);
+            let st = step(
+                &glass,
+                &cfg,
+                distribution,
+                &t_feat,
+                &f_feat,
+                &mask_s,
+                center.as_ref(),
+                &mut opt_p,
+                &mut opt_d,
+            );
+            acc.loss += st.loss;
+            acc.bce += st.bce;
+            acc.focal += st.focal;
+            acc.p_true += st.p_true;
+            acc.p_fake += st.p_fake;
+            iters += 1;
+            seen += chunk.len();
+            epoch_bar.set_message(format!("epoch {epoch} it {iters} loss {:.4}", st.loss));
+            if seen > cfg.limit {
+                break;
+            }
+        }
+
+        // Validation image AUROC (cached features).
+        let mut scores = Vec::with_capacity(valid_feats.len());
+        for chunk in valid_feats.chunks(cfg.batch_size) {
+            let f = batch(&chunk.iter().collect::<Vec<_>>(), device);
+            let ps = glass.score_features(&f);
+            let v: Vec<f32> =
+                Vec::<f32>::try_from(Glass::image_scores(&ps).to_device(Device::Cpu))?;
+            scores.extend(v);
+        }
+        let val_auroc = metrics::auroc(&scores, &valid_labels).unwrap_or(0.0);
+
+        glass.save(&rd.last())?;
+        if val_auroc > state.best_val_auroc || state.best_epoch == 0 {
+            state.best_val_auroc = val_auroc;
+            state.best_epoch = epoch;
+            state.since_best = 0;
+            glass.save(&rd.best())?;
+        } else {
+            state.since_best += 1;
+        }
+        state.epochs_done = epoch;
+        state.train_seconds = secs_before + started.elapsed().as_secs_f64();
+        let n = iters.max(1) as f64;
+        let line = EpochLine {
+            epoch,
+            iterations: iters,
+            loss: acc.loss / n,
+            bce: acc.bce / n,
+            focal: acc.focal / n,
+            p_true: acc.p_true / n,
+            p_fake: acc.p_fake / n,
+            val_image_auroc: val_auroc,
+            best_val_auroc: state.best_val_auroc,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        rd.append_epoch(&line)?;
+        if state.epochs_done >= cfg.max_epochs || state.since_best >= cfg.patience {
+            state.finished = true;
+        }
+        run::write_json(&rd.state(), &state)?;
+        epoch_bar.set_position(epoch as u64);
+        epoch_bar.println(format!(
+            "epoch {epoch:>3}  loss {:.4}  bce {:.4}  focal {:.4}  val AUROC {val_auroc:.4}  best {:.4} @{}  {:.0}s",
+            line.loss, line.bce, line.focal, state.best_val_auroc, state.best_epoch, line.seconds
+        ));
+    }
+    state.finished = true;
+    run::write_json(&rd.state(), &state)?;
+    epoch_bar.finish_and_clear();
+    Ok(state)
+}
+
+/// Reads `<dir>/<file name of image>` as a 0/1 mask at input geometry, or `None` if absent.
+fn fg_mask(dir: &Path, image: &Path, pp: &PreprocessConfig) -> Result<Option<Vec<f32>>> {
+    let Some(name) = image.file_name() else { return Ok(None) };
+    let path = dir.join(name);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let item = crate::data::split::Item {
+        image: image.to_path_buf(),
+        label: Label::Abnormal,
+        defect: None,
+        mask: Some(path),
+        rotation: Default::default(),
+    };
+    // Any non-zero pixel is foreground (upstream applies ceil after resizing).
+    let t = loader::mask_tensor(&item, pp)?;
+    Ok(Some(Vec::<f32>::try_from(t.reshape([-1]))?))
+}
+
+/// Norm of each row, kept as a column: `[N, d] -> [N, 1]`.
+fn row_norm(x: &Tensor) -> Tensor {
+    x.norm_scalaropt_dim(2, [1], true)
+}
+
+/// One GLASS iteration (glass-spec.md §3b, §3c).
+#[allow(clippy::too_many_arguments)]
+fn step(
+    glass: &Glass,
+    cfg: &GlassConfig,
+    distribution: Distribution,
+    t_feat: &Tensor,
+    f_feat: &Tensor,
+    mask_s: &Tensor,
+    center: Option<&Tensor>,
+    opt_p: &mut nn::Optimizer,
+    opt_d: &mut nn::Optimizer,
+) -> StepStats {
+    let device = t_feat.device();
+    let b = t_feat.size()[0];
+    let mut t_rows = Glass::rows(t_feat);
+    let mut f_rows = Glass::rows(f_feat);
+    let mut m = mask_s.reshape([-1]).to_kind(Kind::Float);
+    let mut c_rows = center.map(|c| c.repeat([b, 1]));
+    if cfg.patch_fraction < 1.0 {
+        // Patch-row sampling (edge preset): a random subset of positions plus every LAS-anomalous one.
+        let keep = Tensor::rand([m.size()[0]], (Kind::Float, device))
+            .lt(cfg.patch_fraction)
+            .logical_or(&m.gt(0.5));
+        let idx = keep.nonzero().squeeze_dim(1);
+        t_rows = t_rows.index_select(0, &idx);
+        f_rows = f_rows.index_select(0, &idx);
+        m = m.index_select(0, &idx);
+        c_rows = c_rows.map(|c| c.index_select(0, &idx));
+    }
+    let m = m.view([-1, 1]);
+    let n = t_rows.size()[0];
+    let hyper = distribution == Distribution::Hypersphere;
+
+    let true_feats = glass.proj.forward(&t_rows);
+    let mut fake_feats = glass.proj.forward(&f_rows);
+    let r_t = match (&c_rows, hyper) {
+        (Some(c), true) => tch::no_grad(|| {
+            let dist_t = row_norm(&(&true_feats - c)).view([-1]);
+            let dist_f =
+                row_norm(&(&fake_feats - c)).view([-1]).masked_select(&m.view([-1]).lt(0.5));
+            Tensor::cat(&[dist_t, dist_f], 0)
+                .quantile_scalar(cfg.radius, None, false, "linear")
+                .double_value(&[])
+        }),
+        _ => 0.0,
+    };
+
+    let mut g = &true_feats + true_feats.randn_like() * cfg.noise;
+    let mut bce = Tensor::zeros([], (Kind::Float, device));
+    let (mut ts, mut gs) =
+        (Tensor::zeros([1], (Kind::Float, device)), Tensor::zeros([1], (Kind::Float, device)));
+    for s in 0..=cfg.ascent_steps {
+        let scores = glass.dsc.forward_t(&Tensor::cat(&[&true_feats, &g], 0), true);
+        ts = scores.narrow(0, 0, n);
+        gs = scores.narrow(0, n, n);
+        let l_true = loss::bce_const(&ts, 0.0);
+        let l_gaus = loss::bce_const(&gs, 1.0);
+        bce = &l_true + &l_gaus;
+        if s == cfg.ascent_steps {
+            break;
+        }
+        let grad = Tensor::run_backward(&[&l_gaus], &[&g], false, false).remove(0);
+        let gn = row_norm(&grad);
+        g = &g + (grad / (gn + 1e-10)) * cfg.ascent_lr;
+        if (s + 1) % cfg.truncate_every == 0 {
+            g = match (&c_rows, hyper) {
+                (Some(c), true) => {
+                    let h = &g - c;
+                    let hn = row_norm(&h);
+                    c + h * hn.clamp(r_t, 2.0 * r_t) / (hn + 1e-10)
+                }
+                _ => {
+                    let h = &g - &true_feats;
+                    let hn = row_norm(&h);
+                    &true_feats + h * hn.clamp(0.5, 1.0) / (hn + 1e-10)
+                }
+            };
+        }
+    }
+
+    if let (Some(c), true) = (&c_rows, hyper) {
+        let h = &fake_feats - c;
+        let hn = row_norm(&h);
+        let pushed = c + h * hn.clamp(2.0 * r_t, 4.0 * r_t) / (hn + 1e-10);
+        fake_feats = pushed.where_self(&m.gt(0.5), &fake_feats);
+    }
+    let sf = glass.dsc.forward_t(&fake_feats, true);
+    let dist = (&sf - &m).square();
+    let thr = tch::no_grad(|| dist.quantile_scalar(cfg.mining, None, false, "linear"));
+    let hard = dist.ge_tensor(&thr);
+    let sf_hard = sf.masked_select(&hard).view([-1, 1]);
+    let m_hard = m.masked_select(&hard).view([-1, 1]);
+    let focal = loss::focal(&sf_hard, &m_hard);
+    let total = &bce + &focal;
+    opt_p.zero_grad();
+    opt_d.zero_grad();
+    total.backward();
+    opt_p.step();
+    opt_d.step();
+
+    tch::no_grad(|| StepStats {
+        loss: total.double_value(&[]),
+        bce: bce.double_value(&[]),
+        focal: focal.double_value(&[]),
+        p_true: ts.lt(0.5).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]),
+        p_fake: gs.ge(0.5).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]),
+    })
+}
+
+/// A draw from N(mean, std) by Box-Muller (keeps us off an extra distributions crate).
+mod rand_distr_free {
+    use rand::Rng;
+    pub fn normal<R: Rng>(rng: &mut R, mean: f64, std: f64) -> f64 {
+        let u1: f64 = rng.random::<f64>().max(1e-12);
+        let u2: f64 = rng.random();
+        mean + std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}

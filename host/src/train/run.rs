@@ -1,0 +1,130 @@
+//! The run directory shared by all trainers, and device selection.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Serialize};
+use tch::Device;
+
+use crate::{Error, Result};
+
+/// Where the trainer computes.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when libtorch sees a GPU, else CPU.
+    #[default]
+    Auto,
+    /// CPU.
+    Cpu,
+    /// The first CUDA device (an error without one).
+    Cuda,
+}
+
+impl DeviceChoice {
+    /// Resolves to a tch device.
+    pub fn resolve(self) -> Result<Device> {
+        match self {
+            DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+            DeviceChoice::Cuda => {
+                Err(Error::Config("--device cuda: libtorch sees no CUDA device".into()))
+            }
+        }
+    }
+}
+
+/// File names inside a run directory.
+pub struct RunDir {
+    /// The run directory.
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    /// Creates (if needed) and wraps `root`.
+    pub fn create(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        Ok(RunDir { root: root.to_path_buf() })
+    }
+    /// Wraps an existing run directory.
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.join("config.json").is_file() {
+            return Err(Error::Dataset {
+                path: root.into(),
+                msg: "not a run directory (no config.json)".into(),
+            });
+        }
+        Ok(RunDir { root: root.to_path_buf() })
+    }
+    /// `config.json`.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+    /// `epochs.jsonl`.
+    pub fn epochs(&self) -> PathBuf {
+        self.root.join("epochs.jsonl")
+    }
+    /// `checkpoint_best.safetensors`.
+    pub fn best(&self) -> PathBuf {
+        self.root.join("checkpoint_best.safetensors")
+    }
+    /// `checkpoint_last.safetensors`.
+    pub fn last(&self) -> PathBuf {
+        self.root.join("checkpoint_last.safetensors")
+    }
+    /// `state.json`.
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    /// `metrics.json`.
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.json")
+    }
+    /// `maps/`.
+    pub fn maps(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+    /// Appends one JSON line to `epochs.jsonl`.
+    pub fn append_epoch<T: Serialize>(&self, line: &T) -> Result<()> {
+        let path = self.epochs();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let s = serde_json::to_string(line)?;
+        writeln!(f, "{s}").map_err(|e| Error::io(&path, e))
+    }
+}
+
+/// Writes JSON atomically (temp file + rename), so a crash never leaves a half-written file.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let s = serde_json::to_string_pretty(value)?;
+    std::fs::write(&tmp, s).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Reads JSON, naming the file on error.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&s)
+        .map_err(|e| Error::Dataset { path: path.into(), msg: format!("invalid JSON: {e}") })
+}
+
+/// Sets libtorch's intra-op threads: `0` = all cores.
+pub fn set_threads(n: usize) {
+    let n =
+        if n == 0 { std::thread::available_parallelism().map(|v| v.get()).unwrap_or(1) } else { n };
+    tch::set_num_threads(n as i32);
+}

@@ -24,7 +24,7 @@ pub enum Preset {
     /// EfficientNet-Lite0, 152-dim patches, 5 ascent steps, 1/4 of the patch rows: one MVTec category at
     /// 512 px in under an hour on a 2-core CPU; runs on a Raspberry Pi.
     Edge,
-    /// The edge model at 128 px with a short budget, for tests (minutes on 2 cores).
+    /// The edge model at 160 px with a short budget, for tests (minutes on 2 cores).
     Tiny,
 }
 
@@ -69,6 +69,12 @@ pub struct TrainGlassArgs {
     /// Gradient-ascent steps per iteration.
     #[arg(long)]
     pub ascent_steps: Option<usize>,
+    /// Projection learning rate (Adam; paper 1e-4).
+    #[arg(long)]
+    pub lr_proj: Option<f64>,
+    /// Discriminator learning rate (AdamW; paper 2e-4).
+    #[arg(long)]
+    pub lr_dsc: Option<f64>,
     /// GAS truncation: manifold, hypersphere, or auto (the official spectral judge on the mean image).
     #[arg(long, value_enum)]
     pub distribution: Option<Distribution>,
@@ -135,6 +141,12 @@ pub fn run_train(cmd: TrainCommand) -> anyhow::Result<()> {
             }
             if let Some(v) = a.ascent_steps {
                 cfg.ascent_steps = v;
+            }
+            if let Some(v) = a.lr_proj {
+                cfg.lr_proj = v;
+            }
+            if let Some(v) = a.lr_dsc {
+                cfg.lr_dsc = v;
             }
             if let Some(v) = a.distribution {
                 cfg.distribution = v;

@@ -11,7 +11,7 @@ use host::train::run::{DeviceChoice, RunDir};
 fn tiny_preset_detects_synthetic_defects() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut sc = SynthConfig::new(dir.path(), "weave", Kind::Texture);
-    sc.size = 128;
+    sc.size = 192;
     sc.train = 40;
     sc.test_good = 20;
     sc.test_defect = 6;

@@ -122,6 +122,15 @@ pub struct EpochLine {
     pub best_val_auroc: f64,
     /// Seconds this epoch took.
     pub seconds: f64,
+    /// Of which: local anomaly synthesis (Perlin masks, textures, blending).
+    #[serde(default)]
+    pub las_seconds: f64,
+    /// Of which: backbone forwards of the synthesised images (and clean ones when not cached).
+    #[serde(default)]
+    pub backbone_seconds: f64,
+    /// Of which: GAS + losses + optimiser steps.
+    #[serde(default)]
+    pub step_seconds: f64,
 }
 
 /// Loss statistics of one iteration.
@@ -284,6 +293,8 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
     }
     run::write_json(&rd.config(), &run_cfg)?;
 
+    // Seed libtorch before the projection/discriminator are initialised: same seed, same run.
+    tch::manual_seed(cfg.seed as i64);
     let mut glass = Glass::new(cfg.clone(), device)?;
     glass.load_backbone(&weights)?;
     if state.epochs_done > 0 {
@@ -370,7 +381,9 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
         let mut seen = 0usize;
         let mut acc = StepStats::default();
         let mut iters = 0usize;
+        let (mut las_s, mut bb_s, mut step_s) = (0f64, 0f64, 0f64);
         for chunk in order.chunks(cfg.batch_size) {
+            let tl = Instant::now();
             // LAS on each image of the batch.
             let mut augs = Vec::with_capacity(chunk.len());
             let mut masks = Vec::with_capacity(chunk.len());
@@ -386,9 +399,14 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
                 masks.push(Tensor::from_slice(&pm.patches).view([grid, grid]));
             }
             let aug_refs: Vec<&Tensor> = augs.iter().collect();
-            let f_feat = glass.embed(&batch(&aug_refs, device));
+            let aug_batch = batch(&aug_refs, device);
+            las_s += tl.elapsed().as_secs_f64();
+            let tb = Instant::now();
+            let f_feat = glass.embed(&aug_batch);
             let t_feat = clean_feats(chunk);
             let mask_s = Tensor::stack(&masks, 0).to_device(device);
+            bb_s += tb.elapsed().as_secs_f64();
+            let ts = Instant::now();
             let st = step(
                 &glass,
                 &cfg,
@@ -400,6 +418,7 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
                 &mut opt_p,
                 &mut opt_d,
             );
+            step_s += ts.elapsed().as_secs_f64();
             acc.loss += st.loss;
             acc.bce += st.bce;
             acc.focal += st.focal;
@@ -447,6 +466,9 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
             val_image_auroc: val_auroc,
             best_val_auroc: state.best_val_auroc,
             seconds: t0.elapsed().as_secs_f64(),
+            las_seconds: las_s,
+            backbone_seconds: bb_s,
+            step_seconds: step_s,
         };
         rd.append_epoch(&line)?;
         if state.epochs_done >= cfg.max_epochs || state.since_best >= cfg.patience {

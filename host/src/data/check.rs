@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::mvtec::Category;
+use crate::data::category::Category;
 use crate::data::split::{Split, SplitCounts};
 use crate::Result;
 

@@ -39,7 +39,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::mvtec::{Category, DefectImage};
+use crate::data::category::{Category, DefectImage};
 use crate::{Error, Result};
 
 /// Ground-truth label of an item. Positive = abnormal.

@@ -7,8 +7,8 @@ use std::path::Path;
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::Device;
 
+use crate::data::category::Category;
 use crate::data::loader;
-use crate::data::mvtec::Category;
 use crate::data::split::{Item, Label, Split};
 use crate::eval::metrics::{self, Confusion, PixelMetrics};
 use crate::eval::{visual, Metrics};

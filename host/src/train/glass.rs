@@ -23,8 +23,8 @@ use shared::preprocess::{PreprocessConfig, ResizeMode};
 use tch::nn::{self, Module, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
+use crate::data::category::Category;
 use crate::data::loader;
-use crate::data::mvtec::Category;
 use crate::data::split::{Label, Split};
 use crate::eval::metrics;
 use crate::models::backbone;

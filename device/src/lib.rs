@@ -3,4 +3,6 @@
 //! Data flow: frame source -> `shared::preprocess` -> engine (tract) -> `shared::wire` messages ->
 //! serial / MQTT / GPIO. This crate never links libtorch and builds for aarch64-unknown-linux-gnu.
 
+pub mod engine;
+pub mod inspect;
 pub mod selftest;

@@ -1,8 +1,11 @@
 //! `device`: the inspection-station runtime.
 use std::process::ExitCode;
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use device::engine::{self, Engine, Precision};
 
 /// Inspection-station runtime: camera frames -> model -> verdict -> serial / MQTT / GPIO.
 #[derive(Parser)]
@@ -24,6 +27,70 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect image files with a model bundle: one JSON line per image
+    /// {"file","verdict","score","threshold","latency_ms"} with verdict "pass", "fail" or "error".
+    /// Exit code 0 when all pass, 1 when any fails, 2 when any could not be inspected.
+    Inspect {
+        /// The bundle directory (manifest.json + ONNX files, from `host export`).
+        #[arg(long)]
+        model: PathBuf,
+        /// Run the int8 model (default: the manifest's `metrics.preferred`, else fp32).
+        #[arg(long, conflicts_with = "fp32")]
+        int8: bool,
+        /// Run the fp32 model.
+        #[arg(long)]
+        fp32: bool,
+        /// tract threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Override the bundle's threshold.
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// Write heat-map overlay PNGs (<DIR>/<image stem>.png).
+        #[arg(long)]
+        save_maps: Option<PathBuf>,
+        /// Image files (PNG, JPEG, BMP, TIFF).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Median latency per stage (decode, preprocess, infer, post-process) and peak RSS.
+    Bench {
+        /// The bundle directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Benchmark the int8 model (default: the manifest's `metrics.preferred`, else fp32).
+        #[arg(long, conflicts_with = "fp32")]
+        int8: bool,
+        /// Benchmark the fp32 model.
+        #[arg(long)]
+        fp32: bool,
+        /// tract threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Timed runs (after one warm-up).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// An image to decode each run (default: a grey PNG of input size).
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load_engine(model: &std::path::Path, int8: bool, fp32: bool, threads: usize) -> Result<Engine> {
+    engine::set_threads(threads);
+    let precision = if int8 {
+        Precision::Int8
+    } else if fp32 {
+        Precision::Fp32
+    } else {
+        engine::preferred_precision(model)
+    };
+    Engine::load(model, precision).with_context(|| {
+        format!("loading the {} model of bundle {}", precision.name(), model.display())
+    })
 }
 
 fn main() -> Result<ExitCode> {
@@ -52,6 +119,73 @@ fn main() -> Result<ExitCode> {
                 );
             }
             Ok(if r.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Cmd::Inspect { model, int8, fp32, threads, threshold, save_maps, files } => {
+            let mut engine = match load_engine(&model, int8, fp32, threads) {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            if let Some(t) = threshold {
+                if !engine.set_threshold(t) {
+                    eprintln!("error: --threshold must be finite");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            let (mut any_fail, mut any_err) = (false, false);
+            for f in &files {
+                let line = device::inspect::inspect_file(&engine, f, save_maps.as_deref());
+                match line.verdict {
+                    "fail" => any_fail = true,
+                    "error" => any_err = true,
+                    _ => {}
+                }
+                if let Some(e) = &line.error {
+                    eprintln!("error: {e}");
+                }
+                println!("{}", serde_json::to_string(&line)?);
+            }
+            Ok(ExitCode::from(if any_err {
+                2
+            } else if any_fail {
+                1
+            } else {
+                0
+            }))
+        }
+        Cmd::Bench { model, int8, fp32, threads, runs, image, json } => {
+            let engine = load_engine(&model, int8, fp32, threads)?;
+            let r = device::inspect::bench(&engine, image.as_deref(), runs.max(1), threads)
+                .map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} {} threads={} input {} ({} runs, medians)",
+                    model.display(),
+                    r.precision,
+                    r.threads,
+                    r.input,
+                    r.runs
+                );
+                println!("  {:<12} {:>9}", "stage", "ms");
+                for (k, v) in [
+                    ("decode", r.decode_ms),
+                    ("preprocess", r.preprocess_ms),
+                    ("infer", r.infer_ms),
+                    ("postprocess", r.postprocess_ms),
+                    ("total", r.total_ms),
+                ] {
+                    println!("  {k:<12} {v:>9.2}");
+                }
+                match r.peak_rss_kb {
+                    Some(kb) => println!("  peak RSS {:.1} MiB", kb as f64 / 1024.0),
+                    None => println!("  peak RSS n/a"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

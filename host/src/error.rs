@@ -35,6 +35,12 @@ pub enum Error {
     /// libtorch reported an error.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    /// A model bundle's manifest could not be written or read.
+    #[error(transparent)]
+    Manifest(#[from] shared::manifest::Error),
+    /// The device engine refused or failed on an exported bundle.
+    #[error(transparent)]
+    Engine(#[from] device::engine::EngineError),
     /// JSON (de)serialisation failed.
     #[error(transparent)]
     Json(#[from] serde_json::Error),

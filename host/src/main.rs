@@ -43,6 +43,9 @@ enum Command {
     },
     /// Evaluate a run on its test split: metrics.json and overlay strips in maps/.
     Eval(commands::EvalArgs),
+    /// Export a trained run to a model bundle for the station: ONNX fp32 (and int8 with --int8),
+    /// golden.npz and manifest.json (threshold, map spec, sha256, provenance, accuracy and latency).
+    Export(commands::ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Command::Data { command: DataCommand::Check(args) } => run_check(args),
         Command::Train { command } => commands::run_train(command).map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => commands::run_eval(args).map(|()| ExitCode::SUCCESS),
+        Command::Export(args) => commands::run_export(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

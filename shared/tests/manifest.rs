@@ -56,6 +56,7 @@ fn bundle(dir: &Path) -> Result<Manifest, Box<dyn std::error::Error>> {
             fp32_latency_ms: Some(41.0),
             int8_latency_ms: None,
             latency_device: "x86_64".into(),
+            preferred: Some("fp32".into()),
         }),
         provenance: Provenance {
             dataset: "mvtec_ad".into(),

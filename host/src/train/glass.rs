@@ -4,8 +4,15 @@
 //! iterations over shuffled training images until more than `limit` samples were seen, each doing LAS
 //! (Perlin mask + texture blend) on the images, GAS (noise + normalised gradient ascent + truncation) on
 //! the projected features, BCE on [true; gaussian] and focal loss with hard mining on the LAS rows; then
-//! the **validation** image AUROC, which drives early stopping and checkpoint selection. The test split
-//! is never touched here.
+//! the **validation** metrics, which drive early stopping and checkpoint selection. The test split is
+//! never touched here.
+//!
+//! Selection score: validation image AUROC + validation pixel AUROC (maps post-processed exactly as at
+//! inference), when the validation abnormals carry masks; image AUROC alone otherwise. This mirrors the
+//! official code, which keeps the epoch with the best I-AUROC + P-AUROC, but on our validation split
+//! instead of the test set. With image AUROC alone, a 41-image validation split saturates after an epoch
+//! or two while localisation keeps improving (measured on bottle: pixel AUROC 0.906 at the image-best
+//! epoch 2, 0.921 at epoch 5 with the same image AUROC).
 //!
 //! Resume: `state.json` + `checkpoint_last.safetensors` are written after every epoch; a rerun with the
 //! same run directory continues after the last finished epoch (optimiser moments restart; the random
@@ -87,8 +94,11 @@ pub struct GlassRunConfig {
 pub struct TrainState {
     /// Epochs completed.
     pub epochs_done: usize,
-    /// Best validation image AUROC so far.
+    /// Validation image AUROC of the best epoch.
     pub best_val_auroc: f64,
+    /// Selection score of the best epoch (image AUROC + pixel AUROC on validation, or image AUROC).
+    #[serde(default)]
+    pub best_score: f64,
     /// Epoch (1-based) of the best checkpoint.
     pub best_epoch: usize,
     /// Epochs since the best one.
@@ -118,6 +128,12 @@ pub struct EpochLine {
     pub p_fake: f64,
     /// Validation image AUROC after this epoch.
     pub val_image_auroc: f64,
+    /// Validation pixel AUROC after this epoch (absent without validation masks).
+    #[serde(default)]
+    pub val_pixel_auroc: Option<f64>,
+    /// The selection score (image + pixel AUROC on validation, or image AUROC alone).
+    #[serde(default)]
+    pub score: f64,
     /// Best validation image AUROC so far.
     pub best_val_auroc: f64,
     /// Seconds this epoch took.
@@ -332,6 +348,18 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
     let valid_feats = embed_all(&valid_refs, "valid");
     drop(valid_imgs);
     let valid_labels: Vec<bool> = split.valid.iter().map(|i| i.label == Label::Abnormal).collect();
+    // Validation masks at input geometry, for the pixel AUROC (only when every abnormal has one).
+    let valid_masks: Option<Vec<Vec<bool>>> =
+        if split.valid.iter().all(|i| i.label == Label::Normal || i.mask.is_some()) {
+            let mut v = Vec::with_capacity(split.valid.len());
+            for item in &split.valid {
+                let t = loader::mask_tensor(item, &pp)?;
+                v.push(Vec::<f32>::try_from(t.reshape([-1]))?.iter().map(|&x| x > 0.5).collect());
+            }
+            Some(v)
+        } else {
+            None
+        };
 
     let epoch_bar =
         if opts.progress { ProgressBar::new(cfg.max_epochs as u64) } else { ProgressBar::hidden() };
@@ -432,19 +460,40 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
             }
         }
 
-        // Validation image AUROC (cached features).
+        // Validation image AUROC and pixel AUROC (cached features; maps as at inference).
         let mut scores = Vec::with_capacity(valid_feats.len());
-        for chunk in valid_feats.chunks(cfg.batch_size) {
+        let mut pixels = metrics::PixelMetrics::default();
+        let su = s as usize;
+        for (ci, chunk) in valid_feats.chunks(cfg.batch_size).enumerate() {
             let f = batch(&chunk.iter().collect::<Vec<_>>(), device);
-            let ps = glass.score_features(&f);
-            let v: Vec<f32> =
-                Vec::<f32>::try_from(Glass::image_scores(&ps).to_device(Device::Cpu))?;
+            let ps = glass.score_features(&f).to_device(Device::Cpu);
+            let v: Vec<f32> = Vec::<f32>::try_from(Glass::image_scores(&ps))?;
             scores.extend(v);
+            if let Some(masks) = &valid_masks {
+                let (nb, gh, gw) = ps.size3()?;
+                for j in 0..nb {
+                    let grid_v: Vec<f32> = Vec::<f32>::try_from(ps.get(j).reshape([-1]))?;
+                    let map = shared::preprocess::glass_postprocess(
+                        &grid_v,
+                        gw as usize,
+                        gh as usize,
+                        su,
+                        su,
+                        cfg.blur_sigma,
+                    )
+                    .map_err(|e| Error::Config(format!("map post-processing: {e}")))?;
+                    let k = ci * cfg.batch_size + j as usize;
+                    pixels.add(&map, &masks[k], su, su);
+                }
+            }
         }
         let val_auroc = metrics::auroc(&scores, &valid_labels).unwrap_or(0.0);
+        let val_pixel = valid_masks.as_ref().and_then(|_| pixels.auroc());
+        let score = val_auroc + val_pixel.unwrap_or(0.0);
 
         glass.save(&rd.last())?;
-        if val_auroc > state.best_val_auroc || state.best_epoch == 0 {
+        if score > state.best_score || state.best_epoch == 0 {
+            state.best_score = score;
             state.best_val_auroc = val_auroc;
             state.best_epoch = epoch;
             state.since_best = 0;
@@ -464,6 +513,8 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
             p_true: acc.p_true / n,
             p_fake: acc.p_fake / n,
             val_image_auroc: val_auroc,
+            val_pixel_auroc: val_pixel,
+            score,
             best_val_auroc: state.best_val_auroc,
             seconds: t0.elapsed().as_secs_f64(),
             las_seconds: las_s,
@@ -477,8 +528,14 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
         run::write_json(&rd.state(), &state)?;
         epoch_bar.set_position(epoch as u64);
         epoch_bar.println(format!(
-            "epoch {epoch:>3}  loss {:.4}  bce {:.4}  focal {:.4}  val AUROC {val_auroc:.4}  best {:.4} @{}  {:.0}s",
-            line.loss, line.bce, line.focal, state.best_val_auroc, state.best_epoch, line.seconds
+            "epoch {epoch:>3}  loss {:.4}  bce {:.4}  focal {:.4}  val AUROC {val_auroc:.4}  pixel {}  best score {:.4} @{}  {:.0}s",
+            line.loss,
+            line.bce,
+            line.focal,
+            val_pixel.map(|p| format!("{p:.4}")).unwrap_or_else(|| "-".into()),
+            state.best_score,
+            state.best_epoch,
+            line.seconds
         ));
     }
     state.finished = true;

@@ -385,6 +385,26 @@ pub fn downsample_u8(
     Ok(out)
 }
 
+/// Turbo-like colour map for t in [0, 1] (blue -> cyan -> green -> yellow -> red).
+pub fn heat(t: f32) -> [u8; 3] {
+    let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
+    let stops: [(f32, [f32; 3]); 5] = [
+        (0.0, [48.0, 18.0, 59.0]),
+        (0.25, [40.0, 150.0, 230.0]),
+        (0.5, [60.0, 220.0, 100.0]),
+        (0.75, [250.0, 190.0, 40.0]),
+        (1.0, [180.0, 20.0, 10.0]),
+    ];
+    for w in stops.windows(2) {
+        let ((t0, c0), (t1, c1)) = (w[0], w[1]);
+        if t <= t1 {
+            let u = (t - t0) / (t1 - t0);
+            return [0, 1, 2].map(|i| round_nonneg((c0[i] + u * (c1[i] - c0[i])) as f64) as u8);
+        }
+    }
+    [180, 20, 10]
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{PreprocessConfig, ResizeMode};

@@ -30,8 +30,8 @@ pub use maps::{
     downsample_u8, gaussian_blur, glass_postprocess, map_to_original, upsample_bilinear,
 };
 pub use maps::{
-    downsample_u8_into, gaussian_radius, grid_size, map_to_original_into, upsample_bilinear_into,
-    MAX_GRID,
+    downsample_u8_into, gaussian_radius, grid_size, heat, map_to_original_into,
+    upsample_bilinear_into, MAX_GRID,
 };
 pub use resample::preprocess_into;
 #[cfg(feature = "alloc")]

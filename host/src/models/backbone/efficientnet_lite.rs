@@ -30,15 +30,15 @@ use tch::Tensor;
 use super::Backbone;
 
 /// TF's BatchNorm epsilon (`batch_norm_epsilon=1e-3`), not PyTorch's 1e-5.
-const BN_EPS: f64 = 1e-3;
+pub(crate) const BN_EPS: f64 = 1e-3;
 /// Stem output channels (Lite: `fix_head_stem`, never scaled).
 const STEM_CHANNELS: i64 = 32;
 /// Head (`_conv_head`) output channels (Lite: not scaled).
 pub const HEAD_CHANNELS: i64 = 1280;
 /// Index of the last stride-8 block (the stride-8 tap).
-const S8_BLOCK: usize = 4;
+pub(crate) const S8_BLOCK: usize = 4;
 /// Index of the last stride-16 block (the stride-16 tap); `features` stops here.
-const S16_BLOCK: usize = 10;
+pub(crate) const S16_BLOCK: usize = 10;
 
 /// One MBConv block's arguments after the reference decoded and expanded its block strings
 /// (`r1_k3_s11_e1_i32_o16`, ...; width and depth multipliers are 1.0 for Lite0).
@@ -83,7 +83,7 @@ pub const LITE0_BLOCKS: [BlockArgs; 16] = [
 
 /// TF "SAME" padding along one axis: `(before, after)` such that the output has `ceil(size / stride)`
 /// elements; the odd pixel goes after (right/bottom), as in TF and the reference's `ZeroPad2d`.
-fn same_pad(size: i64, kernel: i64, stride: i64) -> (i64, i64) {
+pub(crate) fn same_pad(size: i64, kernel: i64, stride: i64) -> (i64, i64) {
     let out = (size + stride - 1) / stride;
     let total = ((out - 1) * stride + kernel - size).max(0);
     (total / 2, total - total / 2)

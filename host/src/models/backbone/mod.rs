@@ -25,8 +25,8 @@
 //! # Ok(()) }
 //! ```
 
-mod efficientnet_lite;
-mod wide_resnet;
+pub mod efficientnet_lite;
+pub mod wide_resnet;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

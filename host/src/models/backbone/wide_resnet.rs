@@ -21,7 +21,7 @@ use tch::Tensor;
 use super::Backbone;
 
 /// torchvision's BatchNorm2d default.
-const BN_EPS: f64 = 1e-5;
+pub(crate) const BN_EPS: f64 = 1e-5;
 /// torchvision `Bottleneck.expansion`: conv3 widens to `planes * 4`.
 const EXPANSION: i64 = 4;
 /// `width_per_group = 128` against the standard 64: the inner width is `planes * 128 / 64`.

@@ -244,7 +244,13 @@ impl GlassConfig {
     /// - discriminator hidden 256 instead of 1024;
     /// - 5 ascent steps (one truncation, after the last) instead of 20, and a quarter of the patch positions per
     ///   iteration (all LAS-anomalous ones kept), which cuts the dominant GAS cost ~16x;
-    /// - its own epoch budget: at most 40 epochs, patience 10 (~80 s per MVTec epoch on 2 cores).
+    /// - its own epoch budget: at most 40 epochs, patience 10 (~80 s per MVTec epoch on 2 cores);
+    /// - `distribution` manifold instead of the spectral judge (`auto`): the hypersphere truncation
+    ///   pushes rows out from a *per-position* centre, which a position-blind discriminator can only
+    ///   follow when the features encode position (WRN's 1536 dims do, Lite0's 152 barely). Measured on
+    ///   bottle (judge: hypersphere): validation image AUROC 0.990 -> 0.974 and pixel AUROC 0.849 ->
+    ///   0.772 over five epochs with hypersphere, while manifold stays at 0.990-0.994 and improves the
+    ///   maps. `--distribution auto|hypersphere` still selects the paper's behaviour.
     pub fn edge() -> Self {
         let (mean, std) = backbone::default_mean_std(BackboneKind::EfficientnetLite0);
         GlassConfig {
@@ -258,6 +264,7 @@ impl GlassConfig {
             cache_features: true,
             max_epochs: 40,
             patience: 10,
+            distribution: Distribution::Manifold,
             mean,
             std,
             ..Self::paper()

@@ -1,0 +1,445 @@
+//! The inference engine: the only module that touches tract's API.
+//!
+//! [`Engine::load`] reads a model bundle (`manifest.json` + ONNX files), checks the schema and every
+//! file's sha256, pins the input shape to `1 x C x H x W` from the manifest's preprocessing contract,
+//! optimises the graph and makes it runnable. [`Engine::infer_rgb`] runs one decoded RGB frame through
+//! `shared::preprocess` (the same code the host trains and evaluates with), the network and, for GLASS,
+//! `shared::preprocess::glass_postprocess` (bilinear upsample + Gaussian blur), and returns the score,
+//! the anomaly map and the verdict.
+//!
+//! Threads: tract's `multithread-mm` executor (`threads` > 1), process-wide.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use shared::manifest::{self, Manifest, ModelKind};
+use shared::preprocess::{self, ImageView, Preprocessor};
+use tract_onnx::prelude::*;
+
+/// fp32 or int8 model file of a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// `files.fp32`.
+    Fp32,
+    /// `files.int8`.
+    Int8,
+}
+
+impl Precision {
+    /// "fp32" / "int8".
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+/// Engine errors. Each names the file it concerns where there is one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The manifest is missing, malformed, of an unknown schema, or a file's sha256 differs.
+    #[error(transparent)]
+    Manifest(#[from] manifest::Error),
+    /// The bundle has no int8 model.
+    #[error("{path}: the bundle has no int8 model (export with --int8)")]
+    NoInt8 {
+        /// The manifest.
+        path: PathBuf,
+    },
+    /// tract could not load or optimise the model.
+    #[error("{path}: cannot load the model: {msg}")]
+    Model {
+        /// The ONNX file.
+        path: PathBuf,
+        /// tract's message.
+        msg: String,
+    },
+    /// The model's input or outputs do not match the manifest.
+    #[error("{path}: {msg}")]
+    Contract {
+        /// The ONNX file.
+        path: PathBuf,
+        /// What does not match.
+        msg: String,
+    },
+    /// An input frame could not be preprocessed.
+    #[error("preprocessing: {0}")]
+    Preprocess(preprocess::Error),
+    /// Inference failed at run time.
+    #[error("inference: {0}")]
+    Run(String),
+}
+
+/// One inference.
+#[derive(Debug, Clone)]
+pub struct Inference {
+    /// The image score after the manifest's score normalisation (GLASS: max patch score).
+    pub score: f32,
+    /// The threshold in force.
+    pub threshold: f32,
+    /// `score >= threshold`: the part is rejected.
+    pub fail: bool,
+    /// GLASS patch-score grid (row-major), and its `(width, height)`.
+    pub patch_scores: Vec<f32>,
+    /// Grid size `(width, height)`; `(0, 0)` for classifiers.
+    pub grid: (usize, usize),
+    /// Anomaly map at model input size (row-major, `input_size()`), when computed.
+    pub map: Option<Vec<f32>>,
+    /// Stage timings in milliseconds.
+    pub timings: Timings,
+}
+
+/// Per-stage times of one inference, milliseconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Timings {
+    /// `shared::preprocess`.
+    pub preprocess_ms: f64,
+    /// The network.
+    pub infer_ms: f64,
+    /// Map upsample + blur.
+    pub postprocess_ms: f64,
+}
+
+/// Raw network outputs for a preprocessed input (what golden tests compare).
+#[derive(Debug, Clone)]
+pub struct RawOutput {
+    /// Image score, before score normalisation.
+    pub image_score: f32,
+    /// Patch scores (GLASS) or probabilities (classifier), row-major.
+    pub patch_scores: Vec<f32>,
+    /// Shape of `patch_scores` without the batch dimension.
+    pub shape: Vec<usize>,
+}
+
+/// A loaded, optimised model bundle.
+pub struct Engine {
+    manifest: Manifest,
+    dir: PathBuf,
+    precision: Precision,
+    model_path: PathBuf,
+    plan: Arc<TypedRunnableModel>,
+    /// Threshold in force (starts at the manifest's; the station may change it).
+    threshold: f32,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.dir)
+            .field("precision", &self.precision)
+            .field("threshold", &self.threshold)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The precision a bundle prefers (`metrics.preferred` = "int8" and an int8 file present), else fp32.
+/// An unreadable manifest yields fp32; [`Engine::load`] then reports the problem.
+pub fn preferred_precision(dir: &Path) -> Precision {
+    match Manifest::load(dir) {
+        Ok(m)
+            if m.files.int8.is_some()
+                && m.metrics.as_ref().and_then(|x| x.preferred.as_deref()) == Some("int8") =>
+        {
+            Precision::Int8
+        }
+        _ => Precision::Fp32,
+    }
+}
+
+/// Sets tract's matrix-multiply executor to `threads` threads (1 = single-threaded). Process-wide.
+pub fn set_threads(threads: usize) {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    if threads > 1 {
+        set_default_executor(Executor::multithread(threads));
+    } else {
+        set_default_executor(Executor::SingleThread);
+    }
+}
+
+impl Engine {
+    /// Loads `dir/manifest.json` and the model of the given precision (sha256-checked).
+    pub fn load(dir: &Path, precision: Precision) -> Result<Engine, EngineError> {
+        let manifest = Manifest::load(dir)?;
+        let model_path = match precision {
+            Precision::Fp32 => manifest.fp32_path(dir),
+            Precision::Int8 => manifest
+                .int8_path(dir)
+                .ok_or_else(|| EngineError::NoInt8 { path: dir.join(manifest::FILE_NAME) })?,
+        };
+        let inp = &manifest.input;
+        let shape = [1usize, inp.channels as usize, inp.height as usize, inp.width as usize];
+        let model_err =
+            |e: TractError| EngineError::Model { path: model_path.clone(), msg: format!("{e:#}") };
+        let onnx = tract_onnx::onnx();
+        let proto = onnx.proto_model_for_path(&model_path).map_err(model_err)?;
+        check_input_shape(&proto, &shape).map_err(|msg| EngineError::Contract {
+            path: model_path.clone(),
+            msg: format!(
+                "{msg} (manifest.json `input` says {}x{}x{})",
+                shape[1], shape[2], shape[3]
+            ),
+        })?;
+        let model = onnx
+            .model_for_proto_model(&proto)
+            .map_err(model_err)?
+            .with_input_fact(0, f32::fact(shape).into())
+            .map_err(model_err)?;
+        let model = model.into_optimized().map_err(model_err)?;
+        let n_out = model.output_outlets().map_err(model_err)?.len();
+        let want = match manifest.model_kind {
+            ModelKind::Glass => 2,
+            ModelKind::Classifier => 2,
+        };
+        if n_out != want {
+            return Err(EngineError::Contract {
+                path: model_path.clone(),
+                msg: format!(
+                    "the graph has {n_out} outputs, a {:?} bundle needs {want}",
+                    manifest.model_kind
+                ),
+            });
+        }
+        let plan = model.into_runnable().map_err(model_err)?;
+        let threshold = manifest.threshold.value;
+        Ok(Engine { manifest, dir: dir.to_path_buf(), precision, model_path, plan, threshold })
+    }
+
+    /// The bundle's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The bundle directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Which model file runs.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The ONNX file in use.
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+
+    /// Threshold in force.
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// Changes the threshold (must be finite).
+    pub fn set_threshold(&mut self, t: f32) -> bool {
+        if t.is_finite() {
+            self.threshold = t;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Model input `(width, height)`.
+    pub fn input_size(&self) -> (usize, usize) {
+        (self.manifest.input.width as usize, self.manifest.input.height as usize)
+    }
+
+    /// Runs the network on one preprocessed input (`C*H*W` floats, CHW).
+    pub fn run_preprocessed(&self, input: &[f32]) -> Result<RawOutput, EngineError> {
+        let inp = &self.manifest.input;
+        let shape = [1usize, inp.channels as usize, inp.height as usize, inp.width as usize];
+        if input.len() != shape.iter().product::<usize>() {
+            return Err(EngineError::Run(format!(
+                "input has {} values, the model takes {:?}",
+                input.len(),
+                shape
+            )));
+        }
+        let t =
+            Tensor::from_shape(&shape, input).map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        // A panic inside the runtime must not take the station down: it becomes an error (fail-safe).
+        let plan = &self.plan;
+        let out =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.run(tvec!(t.into()))))
+                .map_err(|p| {
+                    let what = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    EngineError::Run(format!("the runtime panicked: {what}"))
+                })?
+                .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        let view = |i: usize| -> Result<(Vec<f32>, Vec<usize>), EngineError> {
+            let a = out[i]
+                .to_plain_array_view::<f32>()
+                .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+            Ok((a.iter().copied().collect(), a.shape().to_vec()))
+        };
+        match self.manifest.model_kind {
+            ModelKind::Glass => {
+                let (ps, shape) = view(0)?;
+                let (img, _) = view(1)?;
+                let image_score =
+                    *img.first().ok_or_else(|| EngineError::Run("empty image_score".into()))?;
+                Ok(RawOutput { image_score, patch_scores: ps, shape: shape[1..].to_vec() })
+            }
+            ModelKind::Classifier => {
+                let (logits, shape) = view(0)?;
+                let (prob, _) = view(1)?;
+                let image_score =
+                    *prob.first().ok_or_else(|| EngineError::Run("empty probability".into()))?;
+                Ok(RawOutput { image_score, patch_scores: logits, shape: shape[1..].to_vec() })
+            }
+        }
+    }
+
+    /// Preprocesses an RGB8 frame (`width * height * 3` bytes), runs the model and, when `with_map`,
+    /// post-processes the GLASS map to input size.
+    pub fn infer_rgb(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        with_map: bool,
+    ) -> Result<Inference, EngineError> {
+        let t0 = Instant::now();
+        let view = ImageView::rgb(rgb, width, height).map_err(EngineError::Preprocess)?;
+        let mut pp = Preprocessor::new(width, height, &self.manifest.input)
+            .map_err(EngineError::Preprocess)?;
+        let x = pp.run_vec(&view).map_err(EngineError::Preprocess)?;
+        let t1 = Instant::now();
+        let raw = self.run_preprocessed(&x)?;
+        let t2 = Instant::now();
+        let score = self.manifest.score_normalisation.apply(raw.image_score);
+        let (grid, map) = match (self.manifest.model_kind, &self.manifest.anomaly_map) {
+            (ModelKind::Glass, Some(spec)) if raw.shape.len() == 2 => {
+                let (gh, gw) = (raw.shape[0], raw.shape[1]);
+                let map = if with_map {
+                    Some(
+                        preprocess::glass_postprocess(
+                            &raw.patch_scores,
+                            gw,
+                            gh,
+                            spec.width as usize,
+                            spec.height as usize,
+                            spec.blur_sigma,
+                        )
+                        .map_err(EngineError::Preprocess)?,
+                    )
+                } else {
+                    None
+                };
+                ((gw, gh), map)
+            }
+            _ => ((0, 0), None),
+        };
+        let t3 = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        Ok(Inference {
+            score,
+            threshold: self.threshold,
+            // Fail-safe: a NaN score (or threshold) rejects the part.
+            fail: score.is_nan() || score >= self.threshold || self.threshold.is_nan(),
+            patch_scores: raw.patch_scores,
+            grid,
+            map,
+            timings: Timings {
+                preprocess_ms: ms(t0, t1),
+                infer_ms: ms(t1, t2),
+                postprocess_ms: ms(t2, t3),
+            },
+        })
+    }
+}
+
+/// Checks the graph's declared input `[batch, C, H, W]` against `shape` (symbolic dims match anything).
+fn check_input_shape(proto: &tract_onnx::pb::ModelProto, shape: &[usize; 4]) -> Result<(), String> {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
+    use tract_onnx::pb::type_proto::Value as TV;
+    let graph = proto.graph.as_ref().ok_or("the file has no graph")?;
+    let init: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let input = graph
+        .input
+        .iter()
+        .find(|i| !init.contains(i.name.as_str()))
+        .ok_or("the graph has no input")?;
+    let Some(TV::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Err(format!("graph input `{}` is not a tensor", input.name));
+    };
+    let Some(sh) = &t.shape else { return Ok(()) };
+    if sh.dim.len() != 4 {
+        return Err(format!(
+            "graph input `{}` has rank {}, expected 4 (NCHW)",
+            input.name,
+            sh.dim.len()
+        ));
+    }
+    let dims: Vec<String> = sh
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(Value::DimValue(v)) => v.to_string(),
+            Some(Value::DimParam(p)) => p.clone(),
+            None => "?".into(),
+        })
+        .collect();
+    for (i, d) in sh.dim.iter().enumerate().skip(1) {
+        if let Some(Value::DimValue(v)) = d.value {
+            if v != shape[i] as i64 {
+                return Err(format!("graph input `{}` is [{}]", input.name, dims.join(", ")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes an image file to RGB8 `(pixels, width, height)`; errors name the file.
+pub fn decode_file(path: &Path) -> Result<(Vec<u8>, usize, usize), String> {
+    let img =
+        image::open(path).map_err(|e| format!("{}: cannot decode image: {e}", path.display()))?;
+    let rgb = img.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    Ok((rgb.into_raw(), w as usize, h as usize))
+}
+
+/// Running min/max of named tensors of an ONNX model over a set of inputs, for int8 calibration
+/// (`host export --int8`). `names` are ONNX tensor names; `inputs` yields preprocessed inputs of
+/// `shape` (CHW floats, batch 1).
+pub fn tensor_ranges(
+    model_path: &Path,
+    shape: [usize; 4],
+    names: &[String],
+    inputs: &mut dyn Iterator<Item = Vec<f32>>,
+) -> Result<Vec<(f32, f32)>, EngineError> {
+    let err = |e: TractError| EngineError::Model {
+        path: model_path.to_path_buf(),
+        msg: format!("{e:#}"),
+    };
+    let mut model = tract_onnx::onnx()
+        .model_for_path(model_path)
+        .map_err(err)?
+        .with_input_fact(0, f32::fact(shape).into())
+        .map_err(err)?;
+    model.select_outputs_by_name(names).map_err(err)?;
+    let plan = model.into_optimized().map_err(err)?.into_runnable().map_err(err)?;
+    let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); names.len()];
+    for x in inputs {
+        let t = Tensor::from_shape(&shape, &x).map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        let out = plan.run(tvec!(t.into())).map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        for (r, o) in ranges.iter_mut().zip(out.iter()) {
+            let a =
+                o.to_plain_array_view::<f32>().map_err(|e| EngineError::Run(format!("{e:#}")))?;
+            for &v in a.iter() {
+                if v.is_finite() {
+                    r.0 = r.0.min(v);
+                    r.1 = r.1.max(v);
+                }
+            }
+        }
+    }
+    Ok(ranges)
+}

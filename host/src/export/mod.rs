@@ -1,0 +1,315 @@
+//! `host export`: a trained run -> a model bundle for the station.
+//!
+//! Bundle layout (`BUNDLE_DIR/`):
+//! - `model_fp32.onnx`: the graph written from the trained weights ([`glass::build`]);
+//! - `model_int8.onnx` (`--int8`): post-training static quantization in QOperator form ([`quant`]);
+//! - `golden.npz`: a few preprocessed validation inputs with libtorch's outputs (`input`,
+//!   `patch_scores`, `image_score`, `map`), which tie libtorch, tract and onnxruntime together in tests;
+//! - `manifest.json` (`shared::manifest`): input contract, threshold (best F1 on the validation split,
+//!   scored by the bundle's own fp32 model in tract), map spec, sha256 of each file, provenance, and
+//!   fp32/int8 validation AUROC and latency measured here with the device engine.
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use shared::manifest::{
+    self, AnomalyMapSpec, FileRef, Files, Manifest, ModelKind, OutputSpec, Provenance,
+    ScoreNormalisation, Threshold,
+};
+use tch::{Device, Tensor};
+
+use crate::data::category::Category;
+use crate::data::loader;
+use crate::data::split::{Item, Label, Split};
+use crate::eval::metrics;
+use crate::train::glass::{self as tg, GlassRunConfig, TrainState};
+use crate::train::run::{self, RunDir};
+use crate::{Error, Result};
+
+pub mod glass;
+pub mod onnx;
+pub mod quant;
+
+/// fp32 ONNX file name in a bundle.
+pub const FP32_FILE: &str = "model_fp32.onnx";
+/// int8 ONNX file name in a bundle.
+pub const INT8_FILE: &str = "model_int8.onnx";
+/// Golden vectors file name.
+pub const GOLDEN_FILE: &str = "golden.npz";
+
+/// `host export` options.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Trained run directory.
+    pub run: PathBuf,
+    /// Bundle directory (created).
+    pub out: PathBuf,
+    /// Also write the int8 model.
+    pub int8: bool,
+    /// Training normals used to calibrate int8 activation ranges.
+    pub calib: usize,
+    /// Validation images stored in `golden.npz`.
+    pub golden: usize,
+    /// Threads for libtorch and tract.
+    pub threads: usize,
+    /// Progress bars.
+    pub progress: bool,
+}
+
+/// What an export measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportReport {
+    /// The manifest written.
+    pub manifest: Manifest,
+    /// Validation images scored per model.
+    pub n_valid: usize,
+    /// Share of validation images where int8 and fp32 give the same verdict.
+    pub int8_verdict_agreement: Option<f64>,
+}
+
+fn bar(n: usize, what: &str, progress: bool) -> ProgressBar {
+    let pb = if progress { ProgressBar::new(n as u64) } else { ProgressBar::hidden() };
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Validation scores of one bundle model, plus median inference latency (ms).
+struct Scored {
+    scores: Vec<f32>,
+    latency_ms: f64,
+}
+
+fn score_bundle(
+    dir: &Path,
+    precision: device::engine::Precision,
+    items: &[Item],
+    progress: bool,
+) -> Result<Scored> {
+    let engine = device::engine::Engine::load(dir, precision)?;
+    let pb = bar(items.len(), precision.name(), progress);
+    let mut scores = Vec::with_capacity(items.len());
+    let mut lat = Vec::with_capacity(items.len());
+    for item in items {
+        let img = loader::load_rgb(&item.image, item.rotation)?;
+        let (w, h) = img.dimensions();
+        let r = engine
+            .infer_rgb(img.as_raw(), w as usize, h as usize, false)
+            .map_err(|e| Error::Config(format!("{}: {e}", item.image.display())))?;
+        scores.push(r.score);
+        lat.push(r.timings.infer_ms);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    lat.sort_by(f64::total_cmp);
+    let latency_ms = lat.get(lat.len() / 2).copied().unwrap_or(f64::NAN);
+    Ok(Scored { scores, latency_ms })
+}
+
+/// Picks up to `n` validation items for the golden file: alternating normal / abnormal, in split order.
+fn golden_items(valid: &[Item], n: usize) -> Vec<&Item> {
+    let normals = valid.iter().filter(|i| i.label == Label::Normal);
+    let abnormals = valid.iter().filter(|i| i.label == Label::Abnormal);
+    let mut out = Vec::new();
+    let (mut a, mut b) = (normals, abnormals);
+    while out.len() < n {
+        let before = out.len();
+        if let Some(x) = a.next() {
+            out.push(x);
+        }
+        if out.len() < n {
+            if let Some(x) = b.next() {
+                out.push(x);
+            }
+        }
+        if out.len() == before {
+            break;
+        }
+    }
+    out
+}
+
+/// Exports a GLASS run to a bundle.
+pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
+    run::set_threads(opts.threads);
+    device::engine::set_threads(opts.threads.max(1));
+    let rd = RunDir::open(&opts.run)?;
+    let probe: serde_json::Value = run::read_json(&rd.config())?;
+    match probe.get("model").and_then(|m| m.as_str()) {
+        Some("glass") => {}
+        Some(other) => {
+            return Err(Error::Config(format!(
+                "{}: export of `{other}` runs is not implemented yet (GLASS runs only)",
+                rd.config().display()
+            )))
+        }
+        None => return Err(Error::Config(format!("{}: no `model` field", rd.config().display()))),
+    }
+    let cfg: GlassRunConfig = run::read_json(&rd.config())?;
+    let state: TrainState = run::read_json(&rd.state())?;
+    let glass_model = tg::load_model(&cfg, &rd.best(), Device::Cpu)?;
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+
+    // 1. fp32 graph.
+    let model = glass::build(&glass_model)?;
+    let fp32_path = opts.out.join(FP32_FILE);
+    onnx::write_model(&model, &fp32_path)?;
+
+    let category = Category::open(&cfg.data)?;
+    let split = Split::anomaly_detection(&category, cfg.split_seed);
+
+    // 2. Golden vectors from libtorch.
+    let gitems = golden_items(&split.valid, opts.golden.max(1));
+    let mut inputs = Vec::new();
+    for item in &gitems {
+        inputs.push(loader::image_tensor(item, &cfg.preprocess)?);
+    }
+    let x = Tensor::stack(&inputs, 0);
+    let ps = tch::no_grad(|| glass_model.patch_scores(&x)); // [N, h, w]
+    let img = Tensor::amax(&ps, [1, 2], false);
+    let (n, gh, gw) = ps.size3()?;
+    let s = cfg.glass.image_size as usize;
+    let mut maps = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let v: Vec<f32> = Vec::<f32>::try_from(ps.get(i).reshape([-1]))?;
+        let m = shared::preprocess::glass_postprocess(
+            &v,
+            gw as usize,
+            gh as usize,
+            s,
+            s,
+            cfg.glass.blur_sigma,
+        )
+        .map_err(|e| Error::Config(format!("map post-processing: {e}")))?;
+        maps.push(Tensor::from_slice(&m).view([s as i64, s as i64]));
+    }
+    let maps = Tensor::stack(&maps, 0);
+    let golden_path = opts.out.join(GOLDEN_FILE);
+    Tensor::write_npz(
+        &[("input", &x), ("patch_scores", &ps), ("image_score", &img), ("map", &maps)],
+        &golden_path,
+    )?;
+
+    // 3. int8 graph (calibrated on training normals).
+    let mut int8_ref = None;
+    if opts.int8 {
+        let calib: Vec<&Item> = split.train.iter().take(opts.calib.max(1)).collect();
+        let qmodel = quant::quantize_glass(&model, &calib, &cfg, opts.progress)?;
+        onnx::write_model(&qmodel, &opts.out.join(INT8_FILE))?;
+        int8_ref = Some(FileRef::from_file(&opts.out, INT8_FILE)?);
+    }
+
+    // 4. Manifest (threshold provisional until the fp32 bundle model scored the validation split).
+    let grid = cfg.glass.grid();
+    let mut man = Manifest {
+        schema_version: manifest::SCHEMA_VERSION,
+        model_kind: ModelKind::Glass,
+        architecture: format!("glass/{}", cfg.glass.backbone.name()),
+        backbone: cfg.glass.backbone.name().to_string(),
+        input: cfg.preprocess.clone(),
+        classes: vec![],
+        outputs: vec![
+            OutputSpec {
+                name: glass::PATCH_SCORES.into(),
+                shape: vec![-1, grid, grid],
+                meaning: "per-patch anomaly probability at stride 8".into(),
+            },
+            OutputSpec {
+                name: glass::IMAGE_SCORE.into(),
+                shape: vec![-1],
+                meaning: "image score: max of the patch scores".into(),
+            },
+        ],
+        score_normalisation: ScoreNormalisation::default(),
+        threshold: Threshold {
+            value: 0.5,
+            method: "provisional".into(),
+            details: Default::default(),
+        },
+        anomaly_map: Some(AnomalyMapSpec {
+            width: cfg.glass.image_size as u32,
+            height: cfg.glass.image_size as u32,
+            blur_sigma: cfg.glass.blur_sigma,
+            lo: 0.0,
+            hi: 1.0,
+        }),
+        files: Files { fp32: FileRef::from_file(&opts.out, FP32_FILE)?, int8: int8_ref },
+        metrics: None,
+        provenance: Provenance {
+            dataset: cfg.data.display().to_string(),
+            category: cfg.category.clone(),
+            split_seed: cfg.split_seed,
+            epochs: state.best_epoch as u32,
+            metrics: Default::default(),
+            git_commit: option_env!("GLASS_EDGE_GIT").unwrap_or("").to_string(),
+            created: created_stamp(),
+        },
+    };
+    if let Ok(m) = run::read_json::<serde_json::Value>(&rd.metrics()) {
+        for k in ["image_auroc", "pixel_auroc", "aupro", "best_f1_test", "val_image_auroc"] {
+            if let Some(v) = m.get(k) {
+                man.provenance.metrics.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+    man.save(&opts.out)?;
+
+    // 5. Score validation with the bundle's own models (tract), choose the threshold, record metrics.
+    let labels: Vec<bool> = split.valid.iter().map(|i| i.label == Label::Abnormal).collect();
+    let fp = score_bundle(&opts.out, device::engine::Precision::Fp32, &split.valid, opts.progress)?;
+    let (thr, f1) = metrics::best_f1(&fp.scores, &labels).unwrap_or((0.5, 0.0));
+    let mut details = serde_json::Map::new();
+    details.insert("val_f1".into(), f1.into());
+    details.insert("n_valid".into(), split.valid.len().into());
+    man.threshold =
+        Threshold { value: thr, method: "best_f1_validation (fp32, tract)".into(), details };
+    let mut mm = manifest::Metrics {
+        fp32_val_auroc: metrics::auroc(&fp.scores, &labels),
+        fp32_latency_ms: Some(fp.latency_ms),
+        latency_device: format!(
+            "{} {} (export host), tract, {} thread(s), inference only",
+            std::env::consts::ARCH,
+            std::env::consts::OS,
+            opts.threads.max(1)
+        ),
+        ..Default::default()
+    };
+    let mut agreement = None;
+    if opts.int8 {
+        let q =
+            score_bundle(&opts.out, device::engine::Precision::Int8, &split.valid, opts.progress)?;
+        mm.int8_val_auroc = metrics::auroc(&q.scores, &labels);
+        mm.int8_latency_ms = Some(q.latency_ms);
+        let same =
+            fp.scores.iter().zip(&q.scores).filter(|(a, b)| (**a >= thr) == (**b >= thr)).count();
+        agreement = Some(same as f64 / fp.scores.len().max(1) as f64);
+    }
+    mm.preferred = Some(preferred(&mm).to_string());
+    man.metrics = Some(mm);
+    man.save(&opts.out)?;
+    Ok(ExportReport {
+        manifest: man,
+        n_valid: split.valid.len(),
+        int8_verdict_agreement: agreement,
+    })
+}
+
+/// int8 only when it is both faster and as accurate (AUROC drop <= 0.005) as fp32; else fp32.
+pub fn preferred(m: &manifest::Metrics) -> &'static str {
+    match (m.fp32_val_auroc, m.int8_val_auroc, m.fp32_latency_ms, m.int8_latency_ms) {
+        (Some(fa), Some(qa), Some(fl), Some(ql)) if ql < fl && fa - qa <= 0.005 => "int8",
+        _ => "fp32",
+    }
+}
+
+/// Seconds since the Unix epoch, as text (no clock crate).
+fn created_stamp() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("unix:{t}")
+}

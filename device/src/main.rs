@@ -15,6 +15,23 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Which bundle and model to run, and on how many threads.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// The bundle directory (manifest.json + ONNX files, from `host export`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Run the int8 model (default: the manifest's `metrics.preferred`, else fp32).
+    #[arg(long, conflicts_with = "fp32")]
+    int8: bool,
+    /// Run the fp32 model.
+    #[arg(long)]
+    fp32: bool,
+    /// tract threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Encode every wire message kind into serial frames, stream them through the decoder with line
@@ -31,18 +48,8 @@ enum Cmd {
     /// {"file","verdict","score","threshold","latency_ms"} with verdict "pass", "fail" or "error".
     /// Exit code 0 when all pass, 1 when any fails, 2 when any could not be inspected.
     Inspect {
-        /// The bundle directory (manifest.json + ONNX files, from `host export`).
-        #[arg(long)]
-        model: PathBuf,
-        /// Run the int8 model (default: the manifest's `metrics.preferred`, else fp32).
-        #[arg(long, conflicts_with = "fp32")]
-        int8: bool,
-        /// Run the fp32 model.
-        #[arg(long)]
-        fp32: bool,
-        /// tract threads.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
+        #[command(flatten)]
+        m: ModelArgs,
         /// Override the bundle's threshold.
         #[arg(long)]
         threshold: Option<f32>,
@@ -55,18 +62,8 @@ enum Cmd {
     },
     /// Median latency per stage (decode, preprocess, infer, post-process) and peak RSS.
     Bench {
-        /// The bundle directory.
-        #[arg(long)]
-        model: PathBuf,
-        /// Benchmark the int8 model (default: the manifest's `metrics.preferred`, else fp32).
-        #[arg(long, conflicts_with = "fp32")]
-        int8: bool,
-        /// Benchmark the fp32 model.
-        #[arg(long)]
-        fp32: bool,
-        /// tract threads.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
+        #[command(flatten)]
+        m: ModelArgs,
         /// Timed runs (after one warm-up).
         #[arg(long, default_value_t = 20)]
         runs: usize,
@@ -79,11 +76,12 @@ enum Cmd {
     },
 }
 
-fn load_engine(model: &std::path::Path, int8: bool, fp32: bool, threads: usize) -> Result<Engine> {
-    engine::set_threads(threads);
-    let precision = if int8 {
+fn load_engine(a: &ModelArgs) -> Result<Engine> {
+    let model = &a.model;
+    engine::set_threads(a.threads);
+    let precision = if a.int8 {
         Precision::Int8
-    } else if fp32 {
+    } else if a.fp32 {
         Precision::Fp32
     } else {
         engine::preferred_precision(model)
@@ -120,8 +118,8 @@ fn main() -> Result<ExitCode> {
             }
             Ok(if r.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Cmd::Inspect { model, int8, fp32, threads, threshold, save_maps, files } => {
-            let mut engine = match load_engine(&model, int8, fp32, threads) {
+        Cmd::Inspect { m, threshold, save_maps, files } => {
+            let mut engine = match load_engine(&m) {
                 Ok(e) => e,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -155,9 +153,10 @@ fn main() -> Result<ExitCode> {
                 0
             }))
         }
-        Cmd::Bench { model, int8, fp32, threads, runs, image, json } => {
-            let engine = load_engine(&model, int8, fp32, threads)?;
-            let r = device::inspect::bench(&engine, image.as_deref(), runs.max(1), threads)
+        Cmd::Bench { m, runs, image, json } => {
+            let engine = load_engine(&m)?;
+            let model = &m.model;
+            let r = device::inspect::bench(&engine, image.as_deref(), runs.max(1), m.threads)
                 .map_err(anyhow::Error::msg)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);

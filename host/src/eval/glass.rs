@@ -33,17 +33,21 @@ pub fn score_item(glass: &Glass, cfg: &GlassRunConfig, item: &Item) -> Result<Sc
     let (_, gh, gw) = ps.size3()?;
     let v: Vec<f32> = Vec::<f32>::try_from(ps.reshape([-1]))?;
     let score = v.iter().copied().fold(f32::MIN, f32::max);
-    let s = cfg.glass.image_size as usize;
-    let map = shared::preprocess::glass_postprocess(
-        &v,
-        gw as usize,
-        gh as usize,
-        s,
-        s,
-        cfg.glass.blur_sigma,
-    )
-    .map_err(|e| Error::Config(format!("map post-processing: {e}")))?;
+    let map = postprocess(&cfg.glass, &v, gw as usize, gh as usize)?;
     Ok(Scored { score, map })
+}
+
+/// The GLASS pixel map of one patch-score grid (`gw x gh`): bilinear upsample to the input size and
+/// Gaussian blur through `shared::preprocess::glass_postprocess`, the station's own code.
+pub fn postprocess(
+    cfg: &crate::models::glass::GlassConfig,
+    grid: &[f32],
+    gw: usize,
+    gh: usize,
+) -> Result<Vec<f32>> {
+    let s = cfg.image_size as usize;
+    shared::preprocess::glass_postprocess(grid, gw, gh, s, s, cfg.blur_sigma)
+        .map_err(|e| Error::Config(format!("map post-processing: {e}")))
 }
 
 /// Evaluates a GLASS run directory and writes `metrics.json` + `maps/`.

@@ -175,15 +175,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
     let mut maps = Vec::with_capacity(n as usize);
     for i in 0..n {
         let v: Vec<f32> = Vec::<f32>::try_from(ps.get(i).reshape([-1]))?;
-        let m = shared::preprocess::glass_postprocess(
-            &v,
-            gw as usize,
-            gh as usize,
-            s,
-            s,
-            cfg.glass.blur_sigma,
-        )
-        .map_err(|e| Error::Config(format!("map post-processing: {e}")))?;
+        let m = crate::eval::glass::postprocess(&cfg.glass, &v, gw as usize, gh as usize)?;
         maps.push(Tensor::from_slice(&m).view([s as i64, s as i64]));
     }
     let maps = Tensor::stack(&maps, 0);

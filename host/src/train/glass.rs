@@ -473,15 +473,8 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
                 let (nb, gh, gw) = ps.size3()?;
                 for j in 0..nb {
                     let grid_v: Vec<f32> = Vec::<f32>::try_from(ps.get(j).reshape([-1]))?;
-                    let map = shared::preprocess::glass_postprocess(
-                        &grid_v,
-                        gw as usize,
-                        gh as usize,
-                        su,
-                        su,
-                        cfg.blur_sigma,
-                    )
-                    .map_err(|e| Error::Config(format!("map post-processing: {e}")))?;
+                    let map =
+                        crate::eval::glass::postprocess(&cfg, &grid_v, gw as usize, gh as usize)?;
                     let k = ci * cfg.batch_size + j as usize;
                     pixels.add(&map, &masks[k], su, su);
                 }

@@ -120,6 +120,8 @@ pub struct Engine {
     precision: Precision,
     model_path: PathBuf,
     plan: Arc<TypedRunnableModel>,
+    /// Resampling tables for the last frame size (a station's camera keeps one size).
+    preprocessor: std::sync::Mutex<Option<Preprocessor>>,
     /// Threshold in force (starts at the manifest's; the station may change it).
     threshold: f32,
 }
@@ -188,10 +190,8 @@ impl Engine {
             .map_err(model_err)?;
         let model = model.into_optimized().map_err(model_err)?;
         let n_out = model.output_outlets().map_err(model_err)?.len();
-        let want = match manifest.model_kind {
-            ModelKind::Glass => 2,
-            ModelKind::Classifier => 2,
-        };
+        // GLASS: patch_scores + image_score; classifier: logits + abnormal probability.
+        let want = 2;
         if n_out != want {
             return Err(EngineError::Contract {
                 path: model_path.clone(),
@@ -203,7 +203,15 @@ impl Engine {
         }
         let plan = model.into_runnable().map_err(model_err)?;
         let threshold = manifest.threshold.value;
-        Ok(Engine { manifest, dir: dir.to_path_buf(), precision, model_path, plan, threshold })
+        Ok(Engine {
+            manifest,
+            dir: dir.to_path_buf(),
+            precision,
+            model_path,
+            plan,
+            preprocessor: std::sync::Mutex::new(None),
+            threshold,
+        })
     }
 
     /// The bundle's manifest.
@@ -307,9 +315,23 @@ impl Engine {
     ) -> Result<Inference, EngineError> {
         let t0 = Instant::now();
         let view = ImageView::rgb(rgb, width, height).map_err(EngineError::Preprocess)?;
-        let mut pp = Preprocessor::new(width, height, &self.manifest.input)
-            .map_err(EngineError::Preprocess)?;
-        let x = pp.run_vec(&view).map_err(EngineError::Preprocess)?;
+        let x = {
+            // A poisoned lock only means another frame panicked mid-preprocess; the tables are rebuilt.
+            let mut slot = self.preprocessor.lock().unwrap_or_else(|p| p.into_inner());
+            let fits = slot.as_ref().is_some_and(|p| {
+                p.geometry().src_width == width && p.geometry().src_height == height
+            });
+            if !fits {
+                *slot = Some(
+                    Preprocessor::new(width, height, &self.manifest.input)
+                        .map_err(EngineError::Preprocess)?,
+                );
+            }
+            match slot.as_mut() {
+                Some(pp) => pp.run_vec(&view).map_err(EngineError::Preprocess)?,
+                None => return Err(EngineError::Run("no preprocessor".into())),
+            }
+        };
         let t1 = Instant::now();
         let raw = self.run_preprocessed(&x)?;
         let t2 = Instant::now();

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use tch::Device;
 
 use crate::data::category::Category;
@@ -64,17 +63,7 @@ pub fn evaluate(
     let glass = tg::load_model(&cfg, &rd.best(), device)?;
     let category = Category::open(&cfg.data)?;
     let split = Split::anomaly_detection(&category, cfg.split_seed);
-    let pb = if progress {
-        ProgressBar::new((split.valid.len() + split.test.len()) as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_prefix("eval");
+    let pb = run::progress_bar(split.valid.len() + split.test.len(), "eval", progress);
 
     // Threshold: best F1 on validation.
     let mut vs = Vec::new();

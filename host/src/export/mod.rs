@@ -10,7 +10,6 @@
 //!   fp32/int8 validation AUROC and latency measured here with the device engine.
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use shared::manifest::{
     self, AnomalyMapSpec, FileRef, Files, Manifest, ModelKind, OutputSpec, Provenance,
     ScoreNormalisation, Threshold,
@@ -66,17 +65,6 @@ pub struct ExportReport {
     pub int8_verdict_agreement: Option<f64>,
 }
 
-fn bar(n: usize, what: &str, progress: bool) -> ProgressBar {
-    let pb = if progress { ProgressBar::new(n as u64) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_prefix(what.to_string());
-    pb
-}
-
 /// Validation scores of one bundle model, plus median inference latency (ms).
 struct Scored {
     scores: Vec<f32>,
@@ -90,7 +78,7 @@ fn score_bundle(
     progress: bool,
 ) -> Result<Scored> {
     let engine = device::engine::Engine::load(dir, precision)?;
-    let pb = bar(items.len(), precision.name(), progress);
+    let pb = run::progress_bar(items.len(), precision.name(), progress);
     let mut scores = Vec::with_capacity(items.len());
     let mut lat = Vec::with_capacity(items.len());
     for item in items {

@@ -20,7 +20,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -247,15 +246,7 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
     }
 
     let s = cfg.image_size;
-    let bar_style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    let load_bar = |n: usize, what: &str| {
-        let pb = if opts.progress { ProgressBar::new(n as u64) } else { ProgressBar::hidden() };
-        pb.set_style(bar_style.clone());
-        pb.set_prefix(what.to_string());
-        pb
-    };
+    let load_bar = |n: usize, what: &str| run::progress_bar(n, what, opts.progress);
 
     // Training images, preprocessed once (the same code path as the station).
     let pb = load_bar(split.train.len(), "loading");
@@ -361,10 +352,7 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
             None
         };
 
-    let epoch_bar =
-        if opts.progress { ProgressBar::new(cfg.max_epochs as u64) } else { ProgressBar::hidden() };
-    epoch_bar.set_style(bar_style.clone());
-    epoch_bar.set_prefix("epochs");
+    let epoch_bar = run::progress_bar(cfg.max_epochs, "epochs", opts.progress);
     epoch_bar.set_position(state.epochs_done as u64);
     let grid = cfg.grid();
     let started = Instant::now();

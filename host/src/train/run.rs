@@ -128,3 +128,16 @@ pub fn set_threads(n: usize) {
         if n == 0 { std::thread::available_parallelism().map(|v| v.get()).unwrap_or(1) } else { n };
     tch::set_num_threads(n as i32);
 }
+
+/// The project's progress bar: `prefix [=====>   ] pos/len msg`, hidden when `show` is false.
+pub fn progress_bar(n: usize, prefix: &str, show: bool) -> indicatif::ProgressBar {
+    let pb =
+        if show { indicatif::ProgressBar::new(n as u64) } else { indicatif::ProgressBar::hidden() };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(prefix.to_string());
+    pb
+}

@@ -85,17 +85,32 @@ fn write_overlay(
         .ok_or_else(|| format!("{}: frame buffer size mismatch", file.display()))?;
     let base =
         image::imageops::resize(&src, mw as u32, mh as u32, image::imageops::FilterType::Triangle);
-    let span = (hi - lo).max(1e-12);
-    let out = image::RgbImage::from_fn(mw as u32, mh as u32, |x, y| {
-        let v = map[y as usize * mw + x as usize];
-        let c = shared::preprocess::heat((v - lo) / span);
-        let b = base.get_pixel(x, y).0;
-        image::Rgb([0, 1, 2].map(|i| (0.5 * c[i] as f32 + 0.5 * b[i] as f32).round() as u8))
-    });
+    let out = overlay(&base, map, lo, hi, 0.5);
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let path = dir.join(format!("{stem}.png"));
     out.save(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
+}
+
+/// A `w x h` map (values mapped from `[lo, hi]` through `shared::preprocess::heat`) blended over
+/// `base` (same size) with `alpha`. Host strips and station overlays share it.
+pub fn overlay(
+    base: &image::RgbImage,
+    map: &[f32],
+    lo: f32,
+    hi: f32,
+    alpha: f32,
+) -> image::RgbImage {
+    let (w, h) = base.dimensions();
+    let span = (hi - lo).max(1e-12);
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let v = map.get((y * w + x) as usize).copied().unwrap_or(f32::NAN);
+        let c = shared::preprocess::heat((v - lo) / span);
+        let b = base.get_pixel(x, y).0;
+        image::Rgb(
+            [0, 1, 2].map(|i| (alpha * c[i] as f32 + (1.0 - alpha) * b[i] as f32).round() as u8),
+        )
+    })
 }
 
 /// Median per-stage latency over `runs` inferences of one image.

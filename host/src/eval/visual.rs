@@ -7,17 +7,7 @@ use crate::{Error, Result};
 
 pub use shared::preprocess::heat;
 
-/// A `w x h` map (values mapped from `[lo, hi]`) blended over `base` (same size) with `alpha`.
-pub fn overlay(base: &RgbImage, map: &[f32], lo: f32, hi: f32, alpha: f32) -> RgbImage {
-    let (w, h) = base.dimensions();
-    let span = (hi - lo).max(1e-12);
-    RgbImage::from_fn(w, h, |x, y| {
-        let v = map[(y * w + x) as usize];
-        let c = heat((v - lo) / span);
-        let b = base.get_pixel(x, y).0;
-        Rgb([0, 1, 2].map(|i| (alpha * c[i] as f32 + (1.0 - alpha) * b[i] as f32).round() as u8))
-    })
-}
+pub use device::inspect::overlay;
 
 /// Resizes a `w x h` f32 map (bilinear) to `size x size` for display.
 fn resize_map(map: &[f32], w: u32, h: u32, size: u32) -> Vec<f32> {

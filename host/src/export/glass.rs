@@ -322,7 +322,8 @@ pub fn build(glass: &Glass) -> Result<tract_onnx::pb::ModelProto> {
     );
     let feat = e.g.node("Concat", &[&a8, &up], &[("axis", Attr::Int(1))], None);
 
-    let pw = e.var("pre_projection.layers.0fc.weight")?.shallow_clone();
+    // The run's feature scale divides the aggregated features: fold it into the projection weights.
+    let pw = e.var("pre_projection.layers.0fc.weight")? / glass.cfg.feature_scale;
     let pb_ = e.var("pre_projection.layers.0fc.bias")?.shallow_clone();
     let proj = e.linear_1x1(&feat, &pw, Some(&pb_), "projection")?;
 

@@ -37,6 +37,7 @@ use crate::models::backbone;
 use crate::models::glass::distribution::{self, Judgement};
 use crate::models::glass::textures::TextureSource;
 use crate::models::glass::{loss, perlin, Distribution, Glass, GlassConfig};
+pub use crate::train::run::TrainState;
 use crate::train::run::{self, DeviceChoice, RunDir};
 use crate::{Error, Result};
 
@@ -86,26 +87,6 @@ pub struct GlassRunConfig {
     pub judgement: Option<Judgement>,
     /// The model input contract (also the bundle manifest's `input`).
     pub preprocess: PreprocessConfig,
-}
-
-/// Progress kept across restarts.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TrainState {
-    /// Epochs completed.
-    pub epochs_done: usize,
-    /// Validation image AUROC of the best epoch.
-    pub best_val_auroc: f64,
-    /// Selection score of the best epoch (image AUROC + pixel AUROC on validation, or image AUROC).
-    #[serde(default)]
-    pub best_score: f64,
-    /// Epoch (1-based) of the best checkpoint.
-    pub best_epoch: usize,
-    /// Epochs since the best one.
-    pub since_best: usize,
-    /// Wall-clock training seconds, summed over restarts.
-    pub train_seconds: f64,
-    /// Early stopping or the epoch cap ended training.
-    pub finished: bool,
 }
 
 /// One line of `epochs.jsonl`.
@@ -171,15 +152,15 @@ pub fn preprocess_config(cfg: &GlassConfig) -> PreprocessConfig {
     }
 }
 
-/// Default weights file of a backbone: `$GLASS_EDGE_WEIGHTS/<name>.safetensors`.
+/// Default weights file of a backbone: `$GLASS_EDGE_WEIGHTS/<name>.safetensors`
+/// ([`backbone::BackboneKind::default_weights_path`]), or a message saying how to get one.
 pub fn default_weights(kind: backbone::BackboneKind) -> Result<PathBuf> {
-    let dir = std::env::var_os("GLASS_EDGE_WEIGHTS").map(PathBuf::from).ok_or_else(|| {
+    kind.default_weights_path().ok_or_else(|| {
         Error::Config(
             "no --backbone-weights given and GLASS_EDGE_WEIGHTS is not set (source scripts/env.sh)"
                 .into(),
         )
-    })?;
-    Ok(dir.join(format!("{}.safetensors", kind.name())))
+    })
 }
 
 /// A model ready for scoring: built, backbone loaded, trainable parts loaded from `ckpt`.
@@ -276,6 +257,29 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
         d => (d, None),
     };
     cfg.distribution = distribution;
+
+    // Seed libtorch before the projection/discriminator are initialised: same seed, same run.
+    tch::manual_seed(cfg.seed as i64);
+    let mut glass = Glass::new(cfg.clone(), device)?;
+    glass.load_backbone(&weights)?;
+    let old_cfg: Option<GlassRunConfig> = if rd.config().is_file() && state.epochs_done > 0 {
+        Some(run::read_json(&rd.config())?)
+    } else {
+        None
+    };
+    // Feature scale: measured once on (up to) 16 training normals; a resumed run keeps its own.
+    cfg.feature_scale = match (cfg.feature_std, &old_cfg) {
+        (None, _) => 1.0,
+        (Some(_), Some(old)) => old.glass.feature_scale,
+        (Some(target), None) => {
+            let n = train_imgs.len().min(16);
+            let refs: Vec<&Tensor> = train_imgs[..n].iter().collect();
+            let measured = glass.raw_feature_std(&batch(&refs, device));
+            tracing::info!("feature std {measured:.4} -> scale {:.4}", measured / target);
+            measured / target
+        }
+    };
+    glass.cfg.feature_scale = cfg.feature_scale;
     let run_cfg = GlassRunConfig {
         model: "glass".into(),
         glass: cfg.clone(),
@@ -289,8 +293,7 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
         judgement,
         preprocess: pp.clone(),
     };
-    if rd.config().is_file() && state.epochs_done > 0 {
-        let old: GlassRunConfig = run::read_json(&rd.config())?;
+    if let Some(old) = &old_cfg {
         if serde_json::to_value(&old.glass)? != serde_json::to_value(&run_cfg.glass)? {
             return Err(Error::Config(format!(
                 "{} holds a run with other hyper-parameters; use a new --out or delete it",
@@ -299,11 +302,6 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
         }
     }
     run::write_json(&rd.config(), &run_cfg)?;
-
-    // Seed libtorch before the projection/discriminator are initialised: same seed, same run.
-    tch::manual_seed(cfg.seed as i64);
-    let mut glass = Glass::new(cfg.clone(), device)?;
-    glass.load_backbone(&weights)?;
     if state.epochs_done > 0 {
         glass.load(&rd.last())?;
         tracing::info!("resuming after epoch {}", state.epochs_done);

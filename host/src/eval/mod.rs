@@ -1,12 +1,184 @@
 //! Evaluation: metrics, pictures, and per model kind the code that scores a run's test split into
 //! `metrics.json` (the same fields for every model, so reports can put them side by side).
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use shared::preprocess::PreprocessConfig;
 
+use crate::data::loader;
+use crate::data::split::{Item, Label, Split};
+use crate::train::run;
+use crate::{Error, Result};
+use metrics::{Confusion, PixelMetrics};
+
+pub mod cam;
+pub mod classifier;
 pub mod glass;
 pub mod metrics;
 pub mod visual;
+
+/// One scored image: the image score (higher = more abnormal) and, when asked for, the heat map at
+/// input resolution (row-major, values in [0, 1]).
+pub struct Scored {
+    /// Image score.
+    pub score: f32,
+    /// Heat map (empty when not asked for).
+    pub map: Vec<f32>,
+}
+
+/// Scores of a split's validation and test parts, and the test maps' pixel statistics.
+pub struct SplitScores {
+    /// Validation scores and labels (true = abnormal).
+    pub valid: (Vec<f32>, Vec<bool>),
+    /// Test scores, labels and defect types.
+    pub test: (Vec<f32>, Vec<bool>, Vec<Option<String>>),
+    /// Pixel AUROC / AUPRO accumulators over every test image.
+    pub pixels: PixelMetrics,
+}
+
+/// The evaluation protocol shared by every model: score validation (no maps), then test one image at
+/// a time with maps; test maps go into the pixel statistics, and each abnormal test image's strip
+/// (image | ground truth | map) into `maps_dir/<defect>_<stem>.png` (the folder is recreated).
+/// `score(item, with_map)` returns the image score and, when `with_map`, the map.
+pub fn score_split(
+    split: &Split,
+    pp: &PreprocessConfig,
+    maps_dir: &Path,
+    progress: bool,
+    mut score: impl FnMut(&Item, bool) -> Result<Scored>,
+) -> Result<SplitScores> {
+    let pb = run::progress_bar(split.valid.len() + split.test.len(), "eval", progress);
+    let mut valid = (Vec::new(), Vec::new());
+    for item in &split.valid {
+        valid.0.push(score(item, false)?.score);
+        valid.1.push(item.label == Label::Abnormal);
+        pb.inc(1);
+    }
+    if maps_dir.is_dir() {
+        std::fs::remove_dir_all(maps_dir).map_err(|e| Error::io(maps_dir, e))?;
+    }
+    let (w, h) = (pp.width as usize, pp.height as usize);
+    let mut pixels = PixelMetrics::default();
+    let mut test = (Vec::new(), Vec::new(), Vec::new());
+    for item in &split.test {
+        let sc = score(item, true)?;
+        let mask_t = loader::mask_tensor(item, pp)?;
+        let mask: Vec<bool> =
+            Vec::<f32>::try_from(mask_t.reshape([-1]))?.iter().map(|&v| v > 0.5).collect();
+        pixels.add(&sc.map, &mask, w, h);
+        if item.label == Label::Abnormal {
+            let img = loader::load_rgb(&item.image, item.rotation)?;
+            visual::write_strip(
+                &maps_dir.join(strip_name(item)),
+                &img,
+                Some(&mask),
+                &[(&sc.map, (0.0, 1.0))],
+                w as u32,
+                h as u32,
+                256,
+            )?;
+        }
+        test.0.push(sc.score);
+        test.1.push(item.label == Label::Abnormal);
+        test.2.push(item.defect.clone());
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(SplitScores { valid, test, pixels })
+}
+
+/// `maps/<defect>_<file stem>.png`.
+pub fn strip_name(item: &Item) -> String {
+    let stem = item.image.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    format!("{}_{stem}.png", item.defect.as_deref().unwrap_or("good"))
+}
+
+/// What a run contributes to [`Metrics`] besides its scores.
+pub struct RunFacts {
+    /// "glass" or "classifier".
+    pub model: String,
+    /// Architecture name.
+    pub arch: String,
+    /// Category.
+    pub category: String,
+    /// Split seed.
+    pub split_seed: u64,
+    /// Defect types seen in training (classifier).
+    pub seen_defects: Option<Vec<String>>,
+    /// Epochs trained.
+    pub epochs_trained: usize,
+    /// Selected epoch.
+    pub best_epoch: usize,
+    /// Training seconds.
+    pub train_seconds: f64,
+    /// Input size.
+    pub image_size: i64,
+    /// Preset / recipe.
+    pub preset: String,
+    /// What the heat map is.
+    pub heatmap: String,
+}
+
+impl Metrics {
+    /// Threshold = best F1 on validation; test metrics at that threshold, oracle best F1 on test,
+    /// recall per defect type, pixel metrics.
+    pub fn from_scores(split: &Split, s: &SplitScores, facts: RunFacts) -> Metrics {
+        let (vs, vl) = &s.valid;
+        let (ts, tl, defects) = &s.test;
+        let (threshold, val_f1) = metrics::best_f1(vs, vl).unwrap_or((0.5, 0.0));
+        let conf = Confusion::at(ts, tl, threshold);
+        let best_test = metrics::best_f1(ts, tl);
+        let mut hits: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for (score, d) in ts.iter().zip(defects) {
+            if let Some(d) = d {
+                let e = hits.entry(d.clone()).or_default();
+                e.0 += usize::from(*score >= threshold);
+                e.1 += 1;
+            }
+        }
+        let per_defect_recall =
+            hits.into_iter().map(|(k, (hit, n))| (k, hit as f64 / n as f64)).collect();
+        let counts = split.counts();
+        Metrics {
+            model: facts.model,
+            arch: facts.arch,
+            category: facts.category,
+            split_seed: facts.split_seed,
+            n_test_normal: counts.test_normal,
+            n_test_abnormal: counts.test_abnormal,
+            image_auroc: metrics::auroc(ts, tl),
+            pixel_auroc: s.pixels.auroc(),
+            aupro: s.pixels.aupro(),
+            threshold,
+            threshold_method: "best_f1_validation".into(),
+            accuracy: conf.accuracy(),
+            precision: conf.precision(),
+            recall: conf.recall(),
+            f1: conf.f1(),
+            confusion: conf,
+            best_f1_test: best_test.map(|b| b.1).unwrap_or(0.0),
+            best_f1_test_threshold: best_test.map(|b| b.0),
+            per_defect_recall,
+            seen_defects: facts.seen_defects,
+            val_image_auroc: metrics::auroc(vs, vl),
+            val_best_f1: val_f1,
+            epochs_trained: facts.epochs_trained,
+            best_epoch: facts.best_epoch,
+            train_seconds: facts.train_seconds,
+            image_size: facts.image_size,
+            preset: facts.preset,
+            heatmap: facts.heatmap,
+        }
+    }
+}
+
+/// The `model` field of a run directory's `config.json` ("glass", "classifier"), if readable.
+pub fn run_model(dir: &Path) -> Option<String> {
+    run::read_json::<serde_json::Value>(&dir.join("config.json"))
+        .ok()
+        .and_then(|v| v.get("model").and_then(|m| m.as_str()).map(str::to_owned))
+}
 
 /// `metrics.json`: test-split results of one run. Positive = abnormal.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,4 +2,6 @@
 //! reference's state_dict keys so that converted weights load with no rename table.
 
 pub mod backbone;
+pub mod classifier;
 pub mod glass;
+pub mod tinyvit;

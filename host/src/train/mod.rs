@@ -1,4 +1,5 @@
 //! Training loops. Each writes into a run directory: `config.json` (resolved), `epochs.jsonl` (one line
 //! per epoch), `checkpoint_best.safetensors`, `checkpoint_last.safetensors` and `state.json` (resume).
+pub mod classifier;
 pub mod glass;
 pub mod run;

@@ -2,7 +2,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tch::Device;
 
 use crate::{Error, Result};
@@ -140,4 +140,24 @@ pub fn progress_bar(n: usize, prefix: &str, show: bool) -> indicatif::ProgressBa
     );
     pb.set_prefix(prefix.to_string());
     pb
+}
+
+/// Progress kept across restarts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Validation image AUROC of the best epoch.
+    pub best_val_auroc: f64,
+    /// Selection score of the best epoch (image AUROC + pixel AUROC on validation, or image AUROC).
+    #[serde(default)]
+    pub best_score: f64,
+    /// Epoch (1-based) of the best checkpoint.
+    pub best_epoch: usize,
+    /// Epochs since the best one.
+    pub since_best: usize,
+    /// Wall-clock training seconds, summed over restarts.
+    pub train_seconds: f64,
+    /// Early stopping or the epoch cap ended training.
+    pub finished: bool,
 }

@@ -198,23 +198,39 @@ impl EfficientNetLite0 {
     /// `with_head: true` adds blocks 11-15, `_conv_head` and `_bn1` (a classifier's trunk; `_fc` is left
     /// to the classifier).
     pub fn new(p: nn::Path, with_head: bool) -> Self {
+        Self::build(p, with_head, false)
+    }
+
+    /// The full network (head included) with layer-wise learning-rate groups for fine-tuning: group
+    /// `g` is meant to get `lr · decay^g`; `_conv_head`/`_bn1` are group 0 (with the classifier's
+    /// `_fc`), block `i` is group `16 − i`, the stem group 17 ([`EfficientNetLite0::GROUPS`] in all).
+    pub fn new_grouped(p: nn::Path) -> Self {
+        Self::build(p, true, true)
+    }
+
+    /// Layer-decay groups of [`EfficientNetLite0::new_grouped`].
+    pub const GROUPS: usize = LITE0_BLOCKS.len() + 2;
+
+    fn build(p: nn::Path, with_head: bool, grouped: bool) -> Self {
         let n = if with_head { LITE0_BLOCKS.len() } else { S16_BLOCK + 1 };
-        let bp = &p / "_blocks";
+        let group = |g: usize| if grouped { p.set_group(g) } else { p.set_group(0) };
+        let stem = group(LITE0_BLOCKS.len() + 1);
         let blocks = LITE0_BLOCKS[..n]
             .iter()
             .enumerate()
-            .map(|(i, &a)| MbConvBlock::new(&bp / i, a))
+            .map(|(i, &a)| MbConvBlock::new(group(LITE0_BLOCKS.len() - i) / "_blocks" / i, a))
             .collect();
         let head = with_head.then(|| {
             let c_last = LITE0_BLOCKS[LITE0_BLOCKS.len() - 1].c_out;
+            let hp = group(0);
             (
-                SameConv2d::new(&p / "_conv_head", c_last, HEAD_CHANNELS, 1, 1, 1),
-                bn(&p / "_bn1", HEAD_CHANNELS),
+                SameConv2d::new(&hp / "_conv_head", c_last, HEAD_CHANNELS, 1, 1, 1),
+                bn(&hp / "_bn1", HEAD_CHANNELS),
             )
         });
         EfficientNetLite0 {
-            conv_stem: SameConv2d::new(&p / "_conv_stem", 3, STEM_CHANNELS, 3, 2, 1),
-            bn0: bn(&p / "_bn0", STEM_CHANNELS),
+            conv_stem: SameConv2d::new(&stem / "_conv_stem", 3, STEM_CHANNELS, 3, 2, 1),
+            bn0: bn(&stem / "_bn0", STEM_CHANNELS),
             blocks,
             head,
         }
@@ -232,11 +248,23 @@ impl EfficientNetLite0 {
     /// # Panics
     /// When built with `with_head: false`.
     pub fn forward_head(&self, s16: &Tensor) -> Tensor {
+        self.forward_head_map(s16, &mut |_, _| ()).mean_dim(&[2i64, 3][..], false, None)
+    }
+
+    /// [`EfficientNetLite0::forward_head`] before the global average: `[B, 1280, H/32, W/32]`; `tap` sees
+    /// each block's output (`"_blocks.N"`) on the way.
+    ///
+    /// # Panics
+    /// When built with `with_head: false`.
+    pub fn forward_head_map(&self, s16: &Tensor, tap: &mut dyn FnMut(&str, &Tensor)) -> Tensor {
         let (conv_head, bn1) =
             self.head.as_ref().expect("EfficientNetLite0 built with with_head: false");
-        let x = self.blocks[S16_BLOCK + 1..].iter().fold(s16.shallow_clone(), |x, b| b.forward(&x));
-        let x = bn1.forward_t(&conv_head.forward(&x), false).relu6();
-        x.mean_dim(&[2i64, 3][..], false, None)
+        let mut x = s16.shallow_clone();
+        for (i, b) in self.blocks.iter().enumerate().skip(S16_BLOCK + 1) {
+            x = b.forward(&x);
+            tap(&format!("_blocks.{i}"), &x);
+        }
+        bn1.forward_t(&conv_head.forward(&x), false).relu6()
     }
 }
 

@@ -134,6 +134,19 @@ const MAX_LISTED: usize = 5;
 /// [`crate::Error::Io`] when `file` does not exist; [`crate::Error::Torch`] when it is not a safetensors
 /// file, or (as `TchError::FileFormat`) when keys are missing or shapes differ.
 pub fn load_weights(vs: &mut nn::VarStore, file: &Path) -> crate::Result<()> {
+    load_weights_where(vs, file, |_| true)
+}
+
+/// [`load_weights`] for the store's variables whose name passes `wanted` (the rest keep their values,
+/// e.g. a fresh 2-class head on an ImageNet checkpoint).
+///
+/// # Errors
+/// As [`load_weights`].
+pub fn load_weights_where(
+    vs: &mut nn::VarStore,
+    file: &Path,
+    wanted: impl Fn(&str) -> bool,
+) -> crate::Result<()> {
     if !file.is_file() {
         return Err(crate::Error::io(
             file,
@@ -142,7 +155,8 @@ pub fn load_weights(vs: &mut nn::VarStore, file: &Path) -> crate::Result<()> {
     }
     let named: BTreeMap<String, Tensor> = Tensor::read_safetensors(file)?.into_iter().collect();
     // Sorted so that the error lists the same keys on every run.
-    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let vars: BTreeMap<String, Tensor> =
+        vs.variables().into_iter().filter(|(k, _)| wanted(k)).collect();
     let mut missing = Vec::new();
     let mut mismatched = Vec::new();
     for (name, var) in &vars {

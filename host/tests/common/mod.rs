@@ -1,0 +1,148 @@
+//! Shared by the parity tests: reference fixtures generated once by a checked-in Python script into a
+//! cache folder (`$GLASS_EDGE_FIXTURES`, else `$CARGO_TARGET_DIR/fixtures`, else
+//! `<tmp>/glass-edge-fixtures`), in a sub-folder named after a hash of the script (editing the script
+//! regenerates). The interpreter is `$GLASS_EDGE_PYTHON` (set by `scripts/env.sh`), else `python3`; when
+//! it cannot produce the fixtures the tests fail, they never skip.
+#![allow(dead_code)]
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context, Result};
+use tch::{nn, Tensor};
+
+/// The host crate's folder.
+pub fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// FNV-1a: a stable content hash without another dependency.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Runs `scripts/fixtures/<script> --out DIR` once per script version and returns DIR
+/// (`<prefix>-<hash>`); `hint` says what the script needs when it fails.
+pub fn generate(script: &str, prefix: &str, hint: &str) -> Result<PathBuf> {
+    let script = manifest_dir().join("../scripts/fixtures").join(script);
+    let src = std::fs::read(&script).with_context(|| format!("reading {}", script.display()))?;
+    let root = std::env::var_os("GLASS_EDGE_FIXTURES")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("fixtures")))
+        .unwrap_or_else(|| std::env::temp_dir().join("glass-edge-fixtures"));
+    let current = format!("{prefix}-{:016x}", fnv1a(&src));
+    let dir = root.join(&current);
+    if dir.join("complete").is_file() {
+        return Ok(dir);
+    }
+    // Generate next to the final folder and rename: concurrent test runs never see a half-written one.
+    let tmp = root.join(format!("{prefix}-tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let python = std::env::var_os("GLASS_EDGE_PYTHON").unwrap_or_else(|| "python3".into());
+    eprintln!("generating {prefix} fixtures into {} (once)", dir.display());
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg("--out")
+        .arg(&tmp)
+        .env("OMP_NUM_THREADS", "1")
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            bail!("cannot run {python:?}: {e}; {hint}");
+        }
+    };
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        bail!(
+            "{python:?} {} failed ({}); {hint}\n--- stderr ---\n{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::write(tmp.join("complete"), &out.stdout)?;
+    // Drop fixtures of older script versions (they are large).
+    let tmp_prefix = format!("{prefix}-tmp-");
+    for entry in std::fs::read_dir(&root)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{prefix}-"))
+            && !name.starts_with(&tmp_prefix)
+            && name != current
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // Another run finished first; use its copy.
+        let _ = std::fs::remove_dir_all(&tmp);
+        ensure!(
+            dir.join("complete").is_file(),
+            "cannot move {} to {}",
+            tmp.display(),
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Every tensor of a safetensors file by name.
+pub fn read(file: &Path) -> Result<BTreeMap<String, Tensor>> {
+    Ok(Tensor::read_safetensors(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .into_iter()
+        .collect())
+}
+
+/// `max |ours − ref| / max |ref|`, asserted `<= tol`.
+pub fn rel_err(ours: &Tensor, reference: &Tensor, what: &str, tol: f64) -> Result<f64> {
+    ensure!(
+        ours.size() == reference.size(),
+        "{what}: shape {:?} != {:?}",
+        ours.size(),
+        reference.size()
+    );
+    let scale = reference.abs().max().double_value(&[]);
+    let err = (ours - reference).abs().max().double_value(&[]) / scale;
+    eprintln!("{what}: rel err {err:.3e} (max |ref| {scale:.3})");
+    ensure!(err <= tol, "{what}: relative error {err:.3e} > {tol:e}");
+    Ok(err)
+}
+
+/// A committed key list `tests/fixtures/<rel>`: `{section: {key: shape}}` plus extras.
+pub fn key_list(rel: &str) -> Result<serde_json::Value> {
+    let file = manifest_dir().join("tests/fixtures").join(rel);
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))
+}
+
+/// One section of a key list as `{key: shape}`.
+pub fn expected_shapes(v: &serde_json::Value, section: &str) -> Result<BTreeMap<String, Vec<i64>>> {
+    serde_json::from_value(v[section].clone()).with_context(|| format!("section {section}"))
+}
+
+/// The store's `{key: shape}`.
+pub fn our_shapes(vs: &nn::VarStore) -> BTreeMap<String, Vec<i64>> {
+    vs.variables().into_iter().map(|(k, t)| (k, t.size())).collect()
+}
+
+/// Same keys with the same shapes, else a message listing the differences.
+pub fn assert_same_keys(
+    ours: &BTreeMap<String, Vec<i64>>,
+    expected: &BTreeMap<String, Vec<i64>>,
+    what: &str,
+) {
+    let extra: Vec<_> = ours.keys().filter(|k| !expected.contains_key(*k)).collect();
+    let missing: Vec<_> = expected.keys().filter(|k| !ours.contains_key(*k)).collect();
+    let shapes: Vec<_> =
+        ours.iter().filter(|(k, s)| expected.get(*k).is_some_and(|e| e != *s)).collect();
+    assert!(
+        extra.is_empty() && missing.is_empty() && shapes.is_empty(),
+        "{what}: not in reference {extra:?}; missing {missing:?}; shape mismatches {shapes:?}"
+    );
+}

@@ -383,16 +383,9 @@ pub fn train(cfg: ClassifierConfig, opts: &ClassifierTrainOptions) -> Result<Tra
         let vs = predict(&model, &vrefs, cfg.batch_size, device)?;
         let val_auroc = metrics::auroc(&vs, &valid_labels).unwrap_or(0.0);
         model.save(&rd.last())?;
-        if val_auroc > state.best_val_auroc || state.best_epoch == 0 {
-            state.best_val_auroc = val_auroc;
-            state.best_score = val_auroc;
-            state.best_epoch = epoch;
-            state.since_best = 0;
+        if state.record_epoch(epoch, val_auroc, val_auroc) {
             model.save(&rd.best())?;
-        } else {
-            state.since_best += 1;
         }
-        state.epochs_done = epoch;
         state.train_seconds = secs_before + started.elapsed().as_secs_f64();
         let line = ClassifierEpochLine {
             epoch,

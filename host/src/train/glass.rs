@@ -471,16 +471,9 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
         let score = val_auroc + val_pixel.unwrap_or(0.0);
 
         glass.save(&rd.last())?;
-        if score > state.best_score || state.best_epoch == 0 {
-            state.best_score = score;
-            state.best_val_auroc = val_auroc;
-            state.best_epoch = epoch;
-            state.since_best = 0;
+        if state.record_epoch(epoch, val_auroc, score) {
             glass.save(&rd.best())?;
-        } else {
-            state.since_best += 1;
         }
-        state.epochs_done = epoch;
         state.train_seconds = secs_before + started.elapsed().as_secs_f64();
         let n = iters.max(1) as f64;
         let line = EpochLine {

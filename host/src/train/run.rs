@@ -161,3 +161,21 @@ pub struct TrainState {
     /// Early stopping or the epoch cap ended training.
     pub finished: bool,
 }
+
+impl TrainState {
+    /// Records a finished epoch: a better selection `score` (or the first epoch) makes it the best one
+    /// (returns true: save the best checkpoint), else the patience counter grows.
+    pub fn record_epoch(&mut self, epoch: usize, val_auroc: f64, score: f64) -> bool {
+        let best = score > self.best_score || self.best_epoch == 0;
+        if best {
+            self.best_score = score;
+            self.best_val_auroc = val_auroc;
+            self.best_epoch = epoch;
+            self.since_best = 0;
+        } else {
+            self.since_best += 1;
+        }
+        self.epochs_done = epoch;
+        best
+    }
+}

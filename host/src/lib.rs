@@ -6,6 +6,7 @@
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod experiment;
 pub mod export;
 pub mod models;
 pub mod train;

@@ -48,6 +48,10 @@ enum Command {
     /// Export a trained run to a model bundle for the station: ONNX fp32 (and int8 with --int8),
     /// golden.npz and manifest.json (threshold, map spec, sha256, provenance, accuracy and latency).
     Export(commands::ExportArgs),
+    /// The user's experiment in one command: per category GLASS and each classifier (same seed), Grad-CAM,
+    /// experiment 3 (a classifier trained on one defect type), and a report (index.html, report.md,
+    /// results.json). Rerun to resume: finished runs are reused.
+    Experiment(Box<commands::ExperimentArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::run_eval(args).map(|()| ExitCode::SUCCESS),
         Command::Gradcam(args) => commands::run_gradcam(args).map(|()| ExitCode::SUCCESS),
         Command::Export(args) => commands::run_export(args).map(|()| ExitCode::SUCCESS),
+        Command::Experiment(args) => commands::run_experiment(*args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -8,7 +8,7 @@ use crate::data::category::Category;
 use crate::data::loader;
 use crate::data::split::{Item, Split};
 use crate::eval::cam::{self, CamMethod};
-use crate::eval::{Metrics, RunFacts, Scored};
+use crate::eval::{EvalOutputs, Metrics, RunFacts, Scored};
 use crate::models::classifier::Classifier;
 use crate::train::classifier::{self as tc, ClassifierRunConfig};
 use crate::train::run::{self, DeviceChoice, RunDir, TrainState};
@@ -32,7 +32,8 @@ pub fn score_tensor(
     Ok(Scored { score: f32::try_from(prob.get(0))?, map })
 }
 
-/// Evaluates a classifier run directory and writes `metrics.json` + `maps/` (CAM strips).
+/// Evaluates a classifier run directory and writes `metrics.json`, `maps/` (CAM strips) and
+/// `scores.json`.
 pub fn evaluate(
     rd: &RunDir,
     device: DeviceChoice,
@@ -40,6 +41,19 @@ pub fn evaluate(
     method: CamMethod,
     cam_layer: Option<&str>,
     progress: bool,
+) -> Result<Metrics> {
+    evaluate_to(rd, device, threads, method, cam_layer, progress, &EvalOutputs::of(rd))
+}
+
+/// [`evaluate`] into the given outputs (e.g. a second CAM method next to the first).
+pub fn evaluate_to(
+    rd: &RunDir,
+    device: DeviceChoice,
+    threads: usize,
+    method: CamMethod,
+    cam_layer: Option<&str>,
+    progress: bool,
+    out: &EvalOutputs,
 ) -> Result<Metrics> {
     run::set_threads(threads);
     let device = device.resolve()?;
@@ -50,7 +64,7 @@ pub fn evaluate(
     let split = Split::classifier(&category, cfg.split_seed, cfg.train_defects.as_deref())?;
     let layer = cam_layer.unwrap_or(&cfg.classifier.cam_layer).to_owned();
     let scores =
-        super::score_split(&split, &cfg.preprocess, &rd.maps(), progress, |item: &Item, m| {
+        super::score_split(&split, &cfg.preprocess, &out.maps, progress, |item: &Item, m| {
             let x = loader::image_tensor(item, &cfg.preprocess)?;
             score_tensor(&model, &x, &layer, method, m)
         })?;
@@ -71,6 +85,6 @@ pub fn evaluate(
         heatmap: format!("{} on {} (min-max normalised)", method.name(), layer),
     };
     let m = Metrics::from_scores(&split, &scores, facts);
-    run::write_json(&rd.metrics(), &m)?;
+    super::write_outputs(out, &m, &scores)?;
     Ok(m)
 }

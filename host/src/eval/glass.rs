@@ -6,7 +6,7 @@ use tch::Device;
 use crate::data::category::Category;
 use crate::data::loader;
 use crate::data::split::{Item, Split};
-use crate::eval::{Metrics, RunFacts, Scored};
+use crate::eval::{EvalOutputs, Metrics, RunFacts, Scored};
 use crate::models::glass::Glass;
 use crate::train::glass::{self as tg, GlassRunConfig, TrainState};
 use crate::train::run::{self, DeviceChoice, RunDir};
@@ -37,12 +37,23 @@ pub fn postprocess(
         .map_err(|e| Error::Config(format!("map post-processing: {e}")))
 }
 
-/// Evaluates a GLASS run directory and writes `metrics.json` + `maps/`.
+/// Evaluates a GLASS run directory and writes `metrics.json`, `maps/` and `scores.json`.
 pub fn evaluate(
     rd: &RunDir,
     device: DeviceChoice,
     threads: usize,
     progress: bool,
+) -> Result<Metrics> {
+    evaluate_to(rd, device, threads, progress, &EvalOutputs::of(rd))
+}
+
+/// [`evaluate`] into the given outputs.
+pub fn evaluate_to(
+    rd: &RunDir,
+    device: DeviceChoice,
+    threads: usize,
+    progress: bool,
+    out: &EvalOutputs,
 ) -> Result<Metrics> {
     run::set_threads(threads);
     let device = device.resolve()?;
@@ -51,7 +62,7 @@ pub fn evaluate(
     let glass = tg::load_model(&cfg, &rd.best(), device)?;
     let category = Category::open(&cfg.data)?;
     let split = Split::anomaly_detection(&category, cfg.split_seed);
-    let scores = super::score_split(&split, &cfg.preprocess, &rd.maps(), progress, |item, _| {
+    let scores = super::score_split(&split, &cfg.preprocess, &out.maps, progress, |item, _| {
         score_item(&glass, &cfg, item)
     })?;
     let facts = RunFacts {
@@ -68,7 +79,7 @@ pub fn evaluate(
         heatmap: "glass anomaly map (bilinear upsample + gaussian sigma 4)".into(),
     };
     let m = Metrics::from_scores(&split, &scores, facts);
-    run::write_json(&rd.metrics(), &m)?;
+    super::write_outputs(out, &m, &scores)?;
     Ok(m)
 }
 

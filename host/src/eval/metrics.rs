@@ -118,6 +118,18 @@ pub fn best_f1(scores: &[f32], labels: &[bool]) -> Option<(f32, f64)> {
     best
 }
 
+/// [`best_f1`] with the threshold moved to the middle of the gap between the best cut's score and
+/// the next lower score, so that no validation image sits exactly on it: the same F1 on these scores,
+/// and an image whose score moves a little (int8 vs fp32, another runtime) keeps its verdict. A
+/// station threshold should be chosen this way.
+pub fn best_f1_margin(scores: &[f32], labels: &[bool]) -> Option<(f32, f64)> {
+    let (t, f1) = best_f1(scores, labels)?;
+    let below = scores.iter().copied().filter(|&s| s < t).fold(f32::NEG_INFINITY, f32::max);
+    let mid = if below.is_finite() { below + (t - below) / 2.0 } else { t };
+    // Rounding can land back on `below`; then the cut stays at `t`.
+    Some((if mid > below { mid } else { t }, f1))
+}
+
 /// Number of histogram bins of [`PixelMetrics`] (scores are quantised to 1/BINS).
 pub const BINS: usize = 4096;
 
@@ -269,6 +281,19 @@ mod tests {
         // sklearn: roc_auc_score([0,0,1,1],[0.1,0.4,0.35,0.8]) = 0.75
         assert_eq!(auroc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]), Some(0.75));
         assert_eq!(auroc(&[0.1, 0.2], &[true, true]), None);
+    }
+
+    #[test]
+    fn best_f1_margin_cuts_between_scores() {
+        let s = [0.1, 0.4, 0.35, 0.8];
+        let l = [false, false, true, true];
+        let (t, f1) = best_f1(&s, &l).unwrap();
+        let (tm, f1m) = best_f1_margin(&s, &l).unwrap();
+        assert_eq!(f1, f1m);
+        assert!(tm < t && tm > 0.1, "{tm}");
+        assert_eq!(Confusion::at(&s, &l, tm), Confusion::at(&s, &l, t));
+        // The lowest score as the cut: nothing below, the threshold stays.
+        assert_eq!(best_f1_margin(&[0.5, 0.6], &[true, true]).unwrap().0, 0.5);
     }
 
     #[test]

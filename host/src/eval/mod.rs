@@ -1,7 +1,7 @@
 //! Evaluation: metrics, pictures, and per model kind the code that scores a run's test split into
 //! `metrics.json` (the same fields for every model, so reports can put them side by side).
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use shared::preprocess::PreprocessConfig;
@@ -27,6 +27,31 @@ pub struct Scored {
     pub map: Vec<f32>,
 }
 
+/// One image's score as written to a run's `scores.json` (the report's ROC / PR curves and strips
+/// come from these).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoreRecord {
+    /// Image file.
+    pub file: PathBuf,
+    /// Clockwise rotation applied (degrees).
+    pub rotation: u16,
+    /// Defect type (`None` for good parts).
+    pub defect: Option<String>,
+    /// Ground truth: abnormal.
+    pub abnormal: bool,
+    /// Image score (higher = more abnormal).
+    pub score: f32,
+}
+
+/// `scores.json`: every validation and test image's score of one evaluation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScoresFile {
+    /// Validation images.
+    pub valid: Vec<ScoreRecord>,
+    /// Test images.
+    pub test: Vec<ScoreRecord>,
+}
+
 /// Scores of a split's validation and test parts, and the test maps' pixel statistics.
 pub struct SplitScores {
     /// Validation scores and labels (true = abnormal).
@@ -35,6 +60,8 @@ pub struct SplitScores {
     pub test: (Vec<f32>, Vec<bool>, Vec<Option<String>>),
     /// Pixel AUROC / AUPRO accumulators over every test image.
     pub pixels: PixelMetrics,
+    /// Every scored image, for `scores.json`.
+    pub records: ScoresFile,
 }
 
 /// The evaluation protocol shared by every model: score validation (no maps), then test one image at
@@ -50,9 +77,12 @@ pub fn score_split(
 ) -> Result<SplitScores> {
     let pb = run::progress_bar(split.valid.len() + split.test.len(), "eval", progress);
     let mut valid = (Vec::new(), Vec::new());
+    let mut records = ScoresFile::default();
     for item in &split.valid {
-        valid.0.push(score(item, false)?.score);
+        let sc = score(item, false)?.score;
+        valid.0.push(sc);
         valid.1.push(item.label == Label::Abnormal);
+        records.valid.push(record(item, sc));
         pb.inc(1);
     }
     if maps_dir.is_dir() {
@@ -82,10 +112,51 @@ pub fn score_split(
         test.0.push(sc.score);
         test.1.push(item.label == Label::Abnormal);
         test.2.push(item.defect.clone());
+        records.test.push(record(item, sc.score));
         pb.inc(1);
     }
     pb.finish_and_clear();
-    Ok(SplitScores { valid, test, pixels })
+    Ok(SplitScores { valid, test, pixels, records })
+}
+
+fn record(item: &Item, score: f32) -> ScoreRecord {
+    ScoreRecord {
+        file: item.image.clone(),
+        rotation: item.rotation.degrees(),
+        defect: item.defect.clone(),
+        abnormal: item.label == Label::Abnormal,
+        score,
+    }
+}
+
+/// Where one evaluation writes: `metrics.json`, the strips folder and (optionally) `scores.json`.
+pub struct EvalOutputs {
+    /// Metrics file.
+    pub metrics: PathBuf,
+    /// Strips folder (recreated).
+    pub maps: PathBuf,
+    /// Per-image scores file, if wanted.
+    pub scores: Option<PathBuf>,
+}
+
+impl EvalOutputs {
+    /// The run directory's defaults: `metrics.json`, `maps/`, `scores.json`.
+    pub fn of(rd: &run::RunDir) -> Self {
+        EvalOutputs {
+            metrics: rd.metrics(),
+            maps: rd.maps(),
+            scores: Some(rd.root.join("scores.json")),
+        }
+    }
+}
+
+/// Writes `metrics.json` and, when asked, `scores.json`.
+pub fn write_outputs(out: &EvalOutputs, m: &Metrics, scores: &SplitScores) -> Result<()> {
+    run::write_json(&out.metrics, m)?;
+    if let Some(p) = &out.scores {
+        run::write_json(p, &scores.records)?;
+    }
+    Ok(())
 }
 
 /// `maps/<defect>_<file stem>.png`.

@@ -1,0 +1,443 @@
+//! `host experiment`: the user's experiment (MISSION.md) in one call. Per category it trains and
+//! evaluates GLASS and each classifier architecture on the same seed (so the same normal test images),
+//! runs experiment 3 (a classifier trained on one defect type), draws the side-by-side maps and
+//! curves, and writes `results.json`, `report.md` and `index.html` into the report folder.
+//!
+//! Layout of the report folder:
+//! ```text
+//! REPORT/runs/<category>/glass/                 GLASS run (resumable run dir, metrics.json, scores.json)
+//! REPORT/runs/<category>/<arch>/                classifier, all defect types (Grad-CAM metrics.json,
+//!                                               Grad-CAM++ in metrics_gradcampp.json)
+//! REPORT/runs/<category>/<arch>-only-<type>/    experiment 3: classifier trained on one defect type
+//! REPORT/figures/<category>/                    strips, roc.svg, pr.svg, training.svg
+//! REPORT/results.json, report.md, index.html
+//! ```
+//! A second call reuses finished runs and evaluations (a run's settings must match, or it is an error
+//! naming the differing keys); an interrupted training resumes from its last epoch, so a crash loses at
+//! most the epoch in progress. `results.json` is rewritten after every category.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::category::Category;
+use crate::data::split::{Label, Split};
+use crate::eval::cam::CamMethod;
+use crate::eval::{self, EvalOutputs, Metrics, ScoresFile};
+use crate::models::glass::GlassConfig;
+use crate::train::classifier::{self as tc, ClassifierConfig, ClassifierRunConfig};
+use crate::train::glass::{self as tg, GlassRunConfig};
+use crate::train::run::{self, DeviceChoice, RunDir, TrainState};
+use crate::{Error, Result};
+
+pub mod figures;
+pub mod report;
+pub mod svg;
+
+/// The user's experiment-3 defect type per MVTec AD category.
+pub const DEFAULT_EXP3: [(&str, &str); 4] =
+    [("bottle", "broken_small"), ("hazelnut", "crack"), ("carpet", "color"), ("grid", "bent")];
+
+/// The user's published best-F1 on test (MISSION.md): (category, GLASS, TinyViT-21M-512).
+pub const PUBLISHED_BEST_F1: [(&str, f64, f64); 4] = [
+    ("bottle", 0.9375, 0.7805),
+    ("hazelnut", 0.9577, 0.6429),
+    ("carpet", 0.8654, 0.7667),
+    ("grid", 0.8788, 0.7317),
+];
+
+/// One classifier architecture of the experiment.
+#[derive(Debug, Clone)]
+pub struct ClassifierSpec {
+    /// Training recipe (architecture, image size, epochs...).
+    pub config: ClassifierConfig,
+    /// Pretrained checkpoint (default: the architecture's installed weights).
+    pub weights: Option<PathBuf>,
+}
+
+/// What `host experiment` runs.
+#[derive(Debug, Clone)]
+pub struct ExperimentOptions {
+    /// Dataset root (MVTec AD layout: ROOT/<category>/train/good ...).
+    pub data: PathBuf,
+    /// Categories, in report order.
+    pub categories: Vec<String>,
+    /// Report folder.
+    pub out: PathBuf,
+    /// GLASS recipe (preset with overrides; its seed is the split seed).
+    pub glass: GlassConfig,
+    /// Classifier architectures (each also runs experiment 3; the first one's scores pick the strips).
+    pub classifiers: Vec<ClassifierSpec>,
+    /// Experiment-3 defect type per category (overrides [`DEFAULT_EXP3`]).
+    pub exp3: BTreeMap<String, String>,
+    /// Where to train.
+    pub device: DeviceChoice,
+    /// libtorch threads (0 = its default).
+    pub threads: usize,
+    /// At most this many side-by-side strips per category.
+    pub max_strips: usize,
+    /// Progress bars.
+    pub progress: bool,
+}
+
+/// One evaluated run in `results.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Category.
+    pub category: String,
+    /// "glass", "classifier" (all defect types) or "unseen" (experiment 3).
+    pub role: String,
+    /// Display name, e.g. "GLASS (edge)" or "efficientnet_lite0".
+    pub name: String,
+    /// Run folder relative to the report.
+    pub dir: String,
+    /// Test metrics (GLASS maps or Grad-CAM).
+    pub metrics: Metrics,
+    /// Grad-CAM++ pixel metrics of the same classifier run (pixel AUROC, AUPRO).
+    pub gradcampp: Option<(Option<f64>, Option<f64>)>,
+    /// Checkpoint size in bytes.
+    pub checkpoint_bytes: u64,
+    /// Parameters in the checkpoint.
+    pub parameters: u64,
+    /// Seconds this call spent evaluating (`None` when the evaluation was reused).
+    pub eval_seconds: Option<f64>,
+    /// Whether training and evaluation were found finished from an earlier call.
+    pub reused: bool,
+}
+
+/// Test scores of one run (from its `scores.json`), for curves and strips.
+pub struct RunScores {
+    /// Display name.
+    pub name: String,
+    /// Test records.
+    pub scores: ScoresFile,
+    /// Decision threshold.
+    pub threshold: f32,
+}
+
+/// Everything one category produced.
+pub struct CategoryOutcome {
+    /// Runs in order: GLASS, classifiers, experiment-3 classifiers.
+    pub runs: Vec<RunResult>,
+    /// Test scores of each run (same order).
+    pub scores: Vec<ScoresFile>,
+    /// Experiment-3 defect type.
+    pub exp3: String,
+    /// `train/good` images.
+    pub train_normals: usize,
+    /// Figures (relative paths) and strip captions.
+    pub figures: figures::CategoryFigures,
+}
+
+/// Runs the experiment and writes the report; returns `results.json`'s content.
+pub fn run(opts: &ExperimentOptions) -> Result<report::Results> {
+    if opts.categories.is_empty() {
+        return Err(Error::Config("no categories given".into()));
+    }
+    if opts.classifiers.is_empty() {
+        return Err(Error::Config("no classifier architecture given".into()));
+    }
+    for c in &opts.classifiers {
+        c.config.validate().map_err(Error::Config)?;
+    }
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let t0 = Instant::now();
+    let mut results = report::Results::new(opts);
+    for cat in &opts.categories {
+        tracing::info!("category {cat}");
+        let outcome = run_category(opts, cat)?;
+        results.add_category(cat, outcome);
+        results.meta.wall_seconds = t0.elapsed().as_secs_f64();
+        results.finish();
+        report::write_all(&opts.out, &results)?;
+    }
+    Ok(results)
+}
+
+fn run_category(opts: &ExperimentOptions, cat: &str) -> Result<CategoryOutcome> {
+    let data = opts.data.join(cat);
+    let category = Category::open(&data)?;
+    let runs_dir = opts.out.join("runs").join(cat);
+    let mut runs = Vec::new();
+    let mut scores = Vec::new();
+
+    // GLASS.
+    let gdir = runs_dir.join("glass");
+    let (g, gs) = ensure_glass(opts, &data, &gdir)?;
+    scores.push(RunScores { name: g.name.clone(), scores: gs, threshold: g.metrics.threshold });
+    runs.push(g);
+
+    // Classifiers on every defect type, then experiment 3.
+    let exp3 = exp3_defect(opts, &category)?;
+    for spec in &opts.classifiers {
+        let arch = spec.config.arch.name();
+        let (r, s) = ensure_classifier(opts, spec, &data, &runs_dir.join(arch), None)?;
+        scores.push(RunScores { name: r.name.clone(), scores: s, threshold: r.metrics.threshold });
+        runs.push(r);
+    }
+    for spec in &opts.classifiers {
+        let arch = spec.config.arch.name();
+        let dir = runs_dir.join(format!("{arch}-only-{exp3}"));
+        let (r, s) = ensure_classifier(opts, spec, &data, &dir, Some(vec![exp3.clone()]))?;
+        scores.push(RunScores { name: r.name.clone(), scores: s, threshold: r.metrics.threshold });
+        runs.push(r);
+    }
+
+    let fig_dir = opts.out.join("figures").join(cat);
+    let figures = figures::draw(opts, &category, &runs, &scores, &fig_dir)?;
+    Ok(CategoryOutcome {
+        runs,
+        scores: scores.into_iter().map(|s| s.scores).collect(),
+        exp3,
+        train_normals: category.train_good.len(),
+        figures,
+    })
+}
+
+/// The experiment-3 defect type of a category: the option, the user's choice, or the type with the
+/// most images (ties: first by name).
+pub fn exp3_defect(opts: &ExperimentOptions, category: &Category) -> Result<String> {
+    let pick = opts
+        .exp3
+        .get(&category.name)
+        .cloned()
+        .or_else(|| {
+            DEFAULT_EXP3.iter().find(|(c, _)| *c == category.name).map(|(_, d)| d.to_string())
+        })
+        .or_else(|| {
+            let mut best: Option<(&String, usize)> = None;
+            for (k, v) in &category.defects {
+                if best.is_none_or(|(_, n)| v.len() > n) {
+                    best = Some((k, v.len()));
+                }
+            }
+            best.map(|(k, _)| k.clone())
+        })
+        .ok_or_else(|| Error::Dataset {
+            path: category.root.clone(),
+            msg: "no defect types for experiment 3".into(),
+        })?;
+    if !category.defects.contains_key(&pick) {
+        return Err(Error::Dataset {
+            path: category.root.clone(),
+            msg: format!(
+                "experiment-3 defect type {pick:?} is not one of {:?}",
+                category.defect_types()
+            ),
+        });
+    }
+    Ok(pick)
+}
+
+/// Top-level JSON keys whose values differ between two objects (nested objects compared whole).
+fn differing_keys(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => {
+            let mut keys: Vec<String> =
+                a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect();
+            keys.sort();
+            keys.dedup();
+            keys
+        }
+        _ => vec!["(whole config)".into()],
+    }
+}
+
+fn mismatch(dir: &Path, keys: &[String]) -> Error {
+    Error::Config(format!(
+        "{} holds a run with other settings ({}); delete it or use another report folder",
+        dir.display(),
+        keys.join(", ")
+    ))
+}
+
+/// Whether `metrics.json` (+ `scores.json`) of a run are newer than its training state.
+fn eval_is_current(rd: &RunDir, metrics: &Path) -> bool {
+    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (m(metrics), m(&rd.root.join("scores.json")), m(&rd.state())) {
+        (Some(a), Some(b), Some(s)) => a >= s && b >= s,
+        _ => false,
+    }
+}
+
+fn checkpoint_facts(path: &Path) -> (u64, u64) {
+    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let params = tch::Tensor::read_safetensors(path)
+        .map(|ts| ts.iter().map(|(_, t)| t.numel() as u64).sum())
+        .unwrap_or(0);
+    (bytes, params)
+}
+
+fn rel(opts: &ExperimentOptions, p: &Path) -> String {
+    p.strip_prefix(&opts.out).unwrap_or(p).to_string_lossy().into_owned()
+}
+
+fn ensure_glass(
+    opts: &ExperimentOptions,
+    data: &Path,
+    dir: &Path,
+) -> Result<(RunResult, ScoresFile)> {
+    let cfg = opts.glass.clone();
+    if dir.join("config.json").is_file() {
+        let old: GlassRunConfig = run::read_json(&dir.join("config.json"))?;
+        let mut want = cfg.clone();
+        want.feature_scale = old.glass.feature_scale; // measured at training start
+        let diff =
+            differing_keys(&serde_json::to_value(&old.glass)?, &serde_json::to_value(&want)?);
+        if !diff.is_empty() {
+            return Err(mismatch(dir, &diff));
+        }
+    }
+    let state_before = read_state(dir);
+    let topts = tg::GlassTrainOptions {
+        data: data.to_path_buf(),
+        out: dir.to_path_buf(),
+        device: opts.device,
+        backbone_weights: None,
+        textures: None,
+        fg_masks: None,
+        threads: opts.threads,
+        progress: opts.progress,
+    };
+    tg::train(cfg.clone(), &topts)?;
+    let rd = RunDir::open(dir)?;
+    let (metrics, eval_seconds) = if eval_is_current(&rd, &rd.metrics()) {
+        (run::read_json::<Metrics>(&rd.metrics())?, None)
+    } else {
+        let t = Instant::now();
+        let m = eval::glass::evaluate(&rd, opts.device, opts.threads, opts.progress)?;
+        (m, Some(t.elapsed().as_secs_f64()))
+    };
+    let scores: ScoresFile = run::read_json(&rd.root.join("scores.json"))?;
+    let (checkpoint_bytes, parameters) = checkpoint_facts(&rd.best());
+    Ok((
+        RunResult {
+            category: metrics.category.clone(),
+            role: "glass".into(),
+            name: format!("GLASS ({})", cfg.preset),
+            dir: rel(opts, dir),
+            metrics,
+            gradcampp: None,
+            checkpoint_bytes,
+            parameters,
+            eval_seconds,
+            reused: state_before.is_some_and(|s| s.finished) && eval_seconds.is_none(),
+        },
+        scores,
+    ))
+}
+
+fn read_state(dir: &Path) -> Option<TrainState> {
+    run::read_json(&dir.join("state.json")).ok()
+}
+
+fn ensure_classifier(
+    opts: &ExperimentOptions,
+    spec: &ClassifierSpec,
+    data: &Path,
+    dir: &Path,
+    train_defects: Option<Vec<String>>,
+) -> Result<(RunResult, ScoresFile)> {
+    let mut cfg = spec.config.clone();
+    cfg.seed = opts.glass.seed;
+    if dir.join("config.json").is_file() {
+        let old: ClassifierRunConfig = run::read_json(&dir.join("config.json"))?;
+        let mut diff =
+            differing_keys(&serde_json::to_value(&old.classifier)?, &serde_json::to_value(&cfg)?);
+        if old.train_defects != train_defects {
+            diff.push("train_defects".into());
+        }
+        if !diff.is_empty() {
+            return Err(mismatch(dir, &diff));
+        }
+    }
+    let state_before = read_state(dir);
+    let topts = tc::ClassifierTrainOptions {
+        data: data.to_path_buf(),
+        out: dir.to_path_buf(),
+        device: opts.device,
+        weights: spec.weights.clone(),
+        allow_random: false,
+        train_defects: train_defects.clone(),
+        threads: opts.threads,
+        progress: opts.progress,
+    };
+    tc::train(cfg.clone(), &topts)?;
+    let rd = RunDir::open(dir)?;
+    let pp_metrics = rd.root.join("metrics_gradcampp.json");
+    let mut eval_seconds = None;
+    let metrics = if eval_is_current(&rd, &rd.metrics()) {
+        run::read_json::<Metrics>(&rd.metrics())?
+    } else {
+        let t = Instant::now();
+        let m = eval::classifier::evaluate(
+            &rd,
+            opts.device,
+            opts.threads,
+            CamMethod::GradCam,
+            None,
+            opts.progress,
+        )?;
+        eval_seconds = Some(t.elapsed().as_secs_f64());
+        m
+    };
+    // Grad-CAM++ for the full-protocol classifier (explanation table); experiment 3 needs recall only.
+    let gradcampp = if train_defects.is_none() {
+        let m = if eval_seconds.is_none() && pp_metrics.is_file() {
+            run::read_json::<Metrics>(&pp_metrics)?
+        } else {
+            let t = Instant::now();
+            let out = EvalOutputs {
+                metrics: pp_metrics.clone(),
+                maps: rd.root.join("maps_gradcampp"),
+                scores: None,
+            };
+            let m = eval::classifier::evaluate_to(
+                &rd,
+                opts.device,
+                opts.threads,
+                CamMethod::GradCamPlusPlus,
+                None,
+                opts.progress,
+                &out,
+            )?;
+            eval_seconds = Some(eval_seconds.unwrap_or(0.0) + t.elapsed().as_secs_f64());
+            m
+        };
+        Some((m.pixel_auroc, m.aupro))
+    } else {
+        None
+    };
+    let scores: ScoresFile = run::read_json(&rd.root.join("scores.json"))?;
+    let (checkpoint_bytes, parameters) = checkpoint_facts(&rd.best());
+    let name = match &train_defects {
+        Some(d) => format!("{} (trained on {} only)", cfg.arch.name(), d.join(",")),
+        None => cfg.arch.name().to_string(),
+    };
+    Ok((
+        RunResult {
+            category: metrics.category.clone(),
+            role: if train_defects.is_some() { "unseen" } else { "classifier" }.into(),
+            name,
+            dir: rel(opts, dir),
+            metrics,
+            gradcampp,
+            checkpoint_bytes,
+            parameters,
+            eval_seconds,
+            reused: state_before.is_some_and(|s| s.finished) && eval_seconds.is_none(),
+        },
+        scores,
+    ))
+}
+
+/// The abnormal test images both models are scored on: the classifier split's test abnormals (a
+/// subset of the anomaly-detection test abnormals), in split order.
+pub fn shared_abnormal_items(
+    category: &Category,
+    seed: u64,
+) -> Result<Vec<crate::data::split::Item>> {
+    let split = Split::classifier(category, seed, None)?;
+    Ok(split.test.into_iter().filter(|i| i.label == Label::Abnormal).collect())
+}

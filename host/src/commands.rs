@@ -234,7 +234,7 @@ pub struct ExportArgs {
     #[arg(long)]
     pub int8: bool,
     /// Training normals used to calibrate the int8 activation ranges.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = host::export::DEFAULT_CALIB)]
     pub calib: usize,
     /// Validation images stored with libtorch's outputs in golden.npz.
     #[arg(long, default_value_t = 4)]

@@ -2,6 +2,8 @@
 //! EfficientNet-Lite0 (ImageNet weights from scripts/setup) fine-tuned at 192 px on the classifier split,
 //! evaluated by `host eval`'s code: test AUROC >= 0.8, Grad-CAM maps scored against the masks, strips
 //! written, every defect type reported; and experiment 3 (`train_defects`) marks unseen types.
+mod common;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -97,8 +99,73 @@ fn efficientnet_lite0_classifier_separates_synthetic_defects() -> anyhow::Result
     assert_eq!(mpp.image_auroc, m.image_auroc, "the CAM method does not change the scores");
 
     // A second call on a finished run is a no-op (resume).
-    let again = train(config(), &options(data, out, None))?;
+    let again = train(config(), &options(data, out.clone(), None))?;
     assert_eq!(again.epochs_done, state.epochs_done);
+
+    exported_classifier_matches_libtorch(&out, &dir.path().join("bundle"))
+}
+
+/// The export issue for classifiers: ONNX written from Rust; tract and onnxruntime reproduce
+/// libtorch's logits and abnormal probability on golden.npz; the int8 model runs; `device inspect`'s
+/// engine gives verdicts at the manifest's validation threshold.
+fn exported_classifier_matches_libtorch(
+    run: &std::path::Path,
+    bundle: &std::path::Path,
+) -> anyhow::Result<()> {
+    use device::engine::{Engine, Precision};
+    use host::export::{self, classifier as xc, ExportOptions};
+    let r = export::export(&ExportOptions {
+        run: run.to_path_buf(),
+        out: bundle.to_path_buf(),
+        int8: true,
+        calib: 8,
+        golden: 4,
+        threads: 1,
+        progress: false,
+    })
+    .context("exporting the classifier")?;
+    eprintln!("classifier export: {}", serde_json::to_string(&r)?);
+    assert_eq!(r.manifest.model_kind, shared::manifest::ModelKind::Classifier);
+    assert!(r.manifest.anomaly_map.is_none());
+    let g = tch::Tensor::read_npz(bundle.join(export::GOLDEN_FILE))?;
+    let get = |n: &str| g.iter().find(|(k, _)| k == n).map(|(_, t)| t.shallow_clone());
+    let (x, logits, prob) = (
+        get("input").context("golden input")?,
+        get(xc::LOGITS).context("golden logits")?,
+        get(xc::ABNORMAL_PROB).context("golden prob")?,
+    );
+    let engine = Engine::load(bundle, Precision::Fp32)?;
+    let (mut d_logit, mut d_prob) = (0f32, 0f32);
+    for i in 0..x.size()[0] {
+        let xi: Vec<f32> = Vec::<f32>::try_from(x.get(i).reshape([-1]))?;
+        let out = engine.run_preprocessed(&xi)?;
+        let want: Vec<f32> = Vec::<f32>::try_from(logits.get(i).reshape([-1]))?;
+        for (a, b) in out.patch_scores.iter().zip(&want) {
+            d_logit = d_logit.max((a - b).abs());
+        }
+        d_prob = d_prob.max((out.image_score - prob.get(i).double_value(&[]) as f32).abs());
+    }
+    eprintln!("tract vs libtorch: logits {d_logit:.2e}, prob {d_prob:.2e}");
+    assert!(d_logit <= 1e-4 && d_prob <= 1e-4, "tract vs libtorch {d_logit} / {d_prob}");
+    let o = common::check_onnx(bundle, export::FP32_FILE)?;
+    eprintln!("onnxruntime fp32: {o}");
+    assert_eq!(o["checker"], "ok");
+    for k in [xc::LOGITS, xc::ABNORMAL_PROB] {
+        let d = o["max_abs_diff"][k].as_f64().context("missing diff")?;
+        assert!(d <= 1e-4, "onnxruntime vs libtorch {k}: {d}");
+    }
+    let q = common::check_onnx(bundle, export::INT8_FILE)?;
+    assert_eq!(q["checker"], "ok");
+    let eq = Engine::load(bundle, Precision::Int8)?;
+    let xi: Vec<f32> = Vec::<f32>::try_from(x.get(0).reshape([-1]))?;
+    let s = eq.run_preprocessed(&xi)?.image_score;
+    assert!((0.0..=1.0).contains(&s), "int8 probability {s}");
+    let mm = r.manifest.metrics.context("manifest metrics")?;
+    eprintln!(
+        "val AUROC fp32 {:?} int8 {:?}, agreement {:?}",
+        mm.fp32_val_auroc, mm.int8_val_auroc, r.int8_verdict_agreement
+    );
+    assert!(mm.fp32_val_auroc.is_some());
     Ok(())
 }
 

@@ -4,10 +4,13 @@
 //! - the export issue's: the exported bundle (fp32 + int8) passes `onnx.checker`, and libtorch (golden
 //!   vectors), tract (the device engine) and onnxruntime agree; int8 keeps the verdicts and AUROC;
 //!   damaged bundles give clear errors.
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::Context;
+use common::check_onnx;
 use device::engine::{Engine, EngineError, Precision};
 use host::data::synth::{self, Kind, SynthConfig};
 use host::export::{self, ExportOptions};
@@ -56,7 +59,7 @@ fn setup() -> anyhow::Result<Trained> {
         run: out.clone(),
         out: bundle.clone(),
         int8: true,
-        calib: 16,
+        calib: export::DEFAULT_CALIB,
         golden: 4,
         threads: 1,
         progress: false,
@@ -136,26 +139,6 @@ fn tract_matches_libtorch_on_golden() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn python() -> String {
-    std::env::var("GLASS_EDGE_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn check_onnx(bundle: &Path, model: &str) -> anyhow::Result<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_onnx.py");
-    let out = std::process::Command::new(python())
-        .arg(script)
-        .arg(bundle)
-        .args(["--model", model])
-        .output()
-        .context("running scripts/check_onnx.py (onnx + onnxruntime from scripts/setup)")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "check_onnx.py {model} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
 #[test]
 fn onnx_checker_and_onnxruntime_agree() -> anyhow::Result<()> {
     let t = trained();
@@ -205,10 +188,9 @@ fn int8_keeps_verdicts_and_auroc() -> anyhow::Result<()> {
     }
     let share = same as f64 / split.valid.len() as f64;
     eprintln!("int8 verdict agreement {same}/{}", split.valid.len());
-    // The export issue asks for >= 0.99. Measured on this tiny model: 24/25 and 25/25 depending on the
-    // run (scores sit close to the threshold), so the bar here is the one the quantizer meets today;
-    // the issue stays open until it meets 0.99.
-    assert!(share >= 0.9, "int8 agrees with fp32 on {share:.3} of validation images");
+    // The station threshold sits mid-gap between validation scores (best_f1_margin), so a small
+    // int8 error does not flip the image that defines the best-F1 cut.
+    assert!(share >= 0.99, "int8 agrees with fp32 on {share:.3} of validation images");
     Ok(())
 }
 

@@ -30,14 +30,19 @@ pub const PATCH_SCORES: &str = "patch_scores";
 /// Image score output `[batch]`.
 pub const IMAGE_SCORE: &str = "image_score";
 
-/// Emits nodes from a flat map of named weights.
-struct Emitter {
-    g: GraphBuilder,
-    vars: HashMap<String, Tensor>,
+/// Emits nodes from a flat map of named weights (shared by the GLASS and classifier graphs).
+pub(super) struct Emitter {
+    pub(super) g: GraphBuilder,
+    pub(super) vars: HashMap<String, Tensor>,
 }
 
 impl Emitter {
-    fn var(&self, name: &str) -> Result<&Tensor> {
+    /// An emitter over `vars` (names as the model's VarStore).
+    pub(super) fn new(vars: HashMap<String, Tensor>) -> Self {
+        Emitter { g: GraphBuilder::new(), vars }
+    }
+
+    pub(super) fn var(&self, name: &str) -> Result<&Tensor> {
         self.vars
             .get(name)
             .ok_or_else(|| Error::Config(format!("export: weight `{name}` missing from the model")))
@@ -46,7 +51,7 @@ impl Emitter {
     /// Conv (no bias) + BatchNorm (folded) with ONNX pads `[top, left, bottom, right]`, then an
     /// optional activation: "relu", "relu6" or none.
     #[allow(clippy::too_many_arguments)]
-    fn conv_bn(
+    pub(super) fn conv_bn(
         &mut self,
         x: &str,
         conv: &str,
@@ -113,6 +118,18 @@ impl Emitter {
 
     /// EfficientNet-Lite0 trunk to the two taps; tracks the spatial size for TF-SAME pads.
     fn lite0(&mut self, x: &str, size: i64) -> Result<(String, String)> {
+        let (s8, y, _) = self.lite0_blocks(x, size, S16_BLOCK)?;
+        let s8 = s8.ok_or_else(|| Error::Config("lite0: stride-8 tap missing".into()))?;
+        Ok((s8, y))
+    }
+
+    /// Stem and `_blocks.0..=last`: (the stride-8 tap if reached, the output, its spatial size).
+    pub(super) fn lite0_blocks(
+        &mut self,
+        x: &str,
+        size: i64,
+        last: usize,
+    ) -> Result<(Option<String>, String, i64)> {
         let pads = |h: i64, k: i64, s: i64| {
             let (a, b) = same_pad(h, k, s);
             [a, a, b, b]
@@ -123,7 +140,7 @@ impl Emitter {
             self.conv_bn(x, "_conv_stem", "_bn0", eps, 2, pads(h, 3, 2), 1, Some("relu6"))?;
         h = (h + 1) / 2;
         let mut s8 = None;
-        for (i, a) in LITE0_BLOCKS[..=S16_BLOCK].iter().enumerate() {
+        for (i, a) in LITE0_BLOCKS[..=last.min(LITE0_BLOCKS.len() - 1)].iter().enumerate() {
             let p = format!("_blocks.{i}");
             let input = y.clone();
             let mid = a.c_in * a.expand_ratio;
@@ -167,8 +184,7 @@ impl Emitter {
                 s8 = Some(y.clone());
             }
         }
-        let s8 = s8.ok_or_else(|| Error::Config("lite0: stride-8 tap missing".into()))?;
-        Ok((s8, y))
+        Ok((s8, y, h))
     }
 
     /// torchvision wide_resnet50_2 to layer2 and layer3.
@@ -294,7 +310,7 @@ pub fn build(glass: &Glass) -> Result<tract_onnx::pb::ModelProto> {
             vars.insert(k, v.to_device(tch::Device::Cpu).detach());
         }
     }
-    let mut e = Emitter { g: GraphBuilder::new(), vars };
+    let mut e = Emitter::new(vars);
     let batch = Dim::Param("batch");
     let x = e.g.input(INPUT, &[batch.clone(), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)]);
     let (c8, c16, (l8, l16)) = match cfg.backbone {

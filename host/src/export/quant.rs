@@ -17,6 +17,7 @@
 //! tract 0.23 folds QDQ weights back to f32 and runs slower than fp32.
 use std::collections::HashMap;
 
+use shared::preprocess::PreprocessConfig;
 use tract_onnx::pb;
 
 use super::onnx::{Attr, GraphBuilder};
@@ -70,6 +71,19 @@ pub fn quantize_glass(
     cfg: &GlassRunConfig,
     progress: bool,
 ) -> Result<pb::ModelProto> {
+    quantize(model, calib, &cfg.preprocess, &cfg.category, &KEEP_FP32, progress)
+}
+
+/// Quantizes an fp32 graph: every dense `Conv` whose weight name does not start with one of
+/// `keep_fp32`, calibrated on `calib` preprocessed as `pp`.
+pub fn quantize(
+    model: &pb::ModelProto,
+    calib: &[&Item],
+    pp: &PreprocessConfig,
+    tag: &str,
+    keep_fp32: &[&str],
+    progress: bool,
+) -> Result<pb::ModelProto> {
     let graph =
         model.graph.as_ref().ok_or_else(|| Error::Config("int8: model has no graph".into()))?;
     let inits: HashMap<&str, &pb::TensorProto> =
@@ -96,7 +110,7 @@ pub fn quantize_glass(
             continue;
         }
         let Some(w) = inits.get(n.input[1].as_str()) else { continue };
-        if KEEP_FP32.iter().any(|p| w.name.starts_with(p)) {
+        if keep_fp32.iter().any(|p| w.name.starts_with(p)) {
             continue;
         }
         // Grouped (depthwise) convs stay fp32: quantized, tract ran the 160 px model at 927 ms
@@ -129,14 +143,14 @@ pub fn quantize_glass(
             }
         }
     }
-    let tmp = tempfile_path(&cfg.category);
+    let tmp = tempfile_path(tag);
     super::onnx::write_model(model, &tmp)?;
-    let s = cfg.glass.image_size as usize;
+    let (w, h) = (pp.width as usize, pp.height as usize);
     let pb_ = crate::train::run::progress_bar(calib.len(), "calibrate", progress);
     let mut errs = Vec::new();
     let mut it = calib.iter().filter_map(|item| {
-        let r = loader::image_tensor(item, &cfg.preprocess)
-            .and_then(|t| Ok(Vec::<f32>::try_from(t.reshape([-1]))?));
+        let r =
+            loader::image_tensor(item, pp).and_then(|t| Ok(Vec::<f32>::try_from(t.reshape([-1]))?));
         pb_.inc(1);
         match r {
             Ok(v) => Some(v),
@@ -146,7 +160,7 @@ pub fn quantize_glass(
             }
         }
     });
-    let ranges = device::engine::tensor_ranges(&tmp, [1, 3, s, s], &names, &mut it);
+    let ranges = device::engine::tensor_ranges(&tmp, [1, 3, h, w], &names, &mut it);
     drop(it);
     pb_.finish_and_clear();
     let _ = std::fs::remove_file(&tmp);

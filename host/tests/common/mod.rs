@@ -146,3 +146,25 @@ pub fn assert_same_keys(
         "{what}: not in reference {extra:?}; missing {missing:?}; shape mismatches {shapes:?}"
     );
 }
+
+/// The Python of `scripts/setup` (onnx, onnxruntime, torch).
+pub fn python() -> String {
+    std::env::var("GLASS_EDGE_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// `scripts/check_onnx.py BUNDLE --model MODEL`: onnx.checker (full) and onnxruntime vs golden.npz.
+pub fn check_onnx(bundle: &Path, model: &str) -> Result<serde_json::Value> {
+    let script = manifest_dir().join("../scripts/check_onnx.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(bundle)
+        .args(["--model", model])
+        .output()
+        .context("running scripts/check_onnx.py (onnx + onnxruntime from scripts/setup)")?;
+    ensure!(
+        out.status.success(),
+        "check_onnx.py {model} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}

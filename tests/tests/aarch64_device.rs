@@ -1,5 +1,6 @@
 //! The cross-compiled aarch64 `device` binary, run under qemu-aarch64, does real work from `shared`
-//! (the wire self-test) and reports exactly what the x86_64 build reports.
+//! (the wire self-test) and reports exactly what the x86_64 build reports; `device inspect` on the demo
+//! bundle gives the x86_64 verdicts and scores (within 1e-4).
 //!
 //! `scripts/test` builds the binary first and sets `GLASS_EDGE_REQUIRE_ARM=1`, so there a missing binary
 //! or a missing qemu is a failure. A plain `cargo test` without the cross build skips with a message.
@@ -15,8 +16,8 @@ fn arm_binary() -> PathBuf {
     target.join("aarch64-unknown-linux-gnu/release/device")
 }
 
-#[test]
-fn wire_selftest_under_qemu_matches_x86() -> anyhow::Result<()> {
+/// The arm binary, or `None` (skip) when it is not built and not required.
+fn arm_or_skip() -> anyhow::Result<Option<PathBuf>> {
     let bin = arm_binary();
     let required = std::env::var_os("GLASS_EDGE_REQUIRE_ARM").is_some_and(|v| v != "0");
     if !bin.is_file() {
@@ -24,8 +25,58 @@ fn wire_selftest_under_qemu_matches_x86() -> anyhow::Result<()> {
             bail!("{} is missing: run `cargo device-arm`", bin.display());
         }
         eprintln!("SKIP: {} not built (cargo device-arm); scripts/test builds it", bin.display());
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(bin))
+}
+
+#[test]
+fn demo_inspect_under_qemu_matches_x86() -> anyhow::Result<()> {
+    let Some(bin) = arm_or_skip()? else { return Ok(()) };
+    let demo = e2e::workspace_root().join("models/demo");
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(demo.join("samples"))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    let out = Command::new("qemu-aarch64")
+        .args(["-L", "/usr/aarch64-linux-gnu"])
+        .arg(&bin)
+        .args(["inspect", "--threads", "1", "--model"])
+        .arg(&demo)
+        .args(&files)
+        .output()
+        .context("running qemu-aarch64")?;
+    // Exit 1 = some part failed (the defective samples); 2 would be an error.
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "arm inspect: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("parsing the arm inspect lines")?;
+    assert_eq!(lines.len(), files.len());
+    let engine = device::engine::Engine::load(&demo, device::engine::Precision::Fp32)?;
+    for (line, f) in lines.iter().zip(&files) {
+        let x86 = device::inspect::inspect_file(&engine, f, None);
+        let arm_score = line["score"].as_f64().context("arm score")? as f32;
+        let x86_score = x86.score.context("x86 score")?;
+        eprintln!("{}: arm {arm_score:.6} x86 {x86_score:.6} {}", f.display(), x86.verdict);
+        assert_eq!(line["verdict"], x86.verdict, "{}", f.display());
+        assert!(
+            (arm_score - x86_score).abs() <= 1e-4,
+            "{}: {arm_score} vs {x86_score}",
+            f.display()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn wire_selftest_under_qemu_matches_x86() -> anyhow::Result<()> {
+    let Some(bin) = arm_or_skip()? else { return Ok(()) };
     let out = Command::new("qemu-aarch64")
         .args(["-L", "/usr/aarch64-linux-gnu"])
         .arg(&bin)

@@ -196,6 +196,20 @@ impl GraphBuilder {
         out
     }
 
+    /// Adds a node with several named outputs (e.g. `Split`).
+    pub fn node_multi(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)], outs: &[&str]) {
+        let name = self.fresh(op);
+        self.nodes.push(pb::NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outs.iter().map(|s| s.to_string()).collect(),
+            name,
+            op_type: op.to_string(),
+            domain: String::new(),
+            attribute: attrs.iter().map(|(n, a)| attribute(n, a)).collect(),
+            doc_string: String::new(),
+        });
+    }
+
     /// Drains the nodes added so far (for graph rewriters that splice them into another graph).
     pub fn take_nodes(&mut self) -> Vec<pb::NodeProto> {
         std::mem::take(&mut self.nodes)

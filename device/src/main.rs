@@ -60,6 +60,13 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run the station service: frames from the configured source, a verdict for every frame within
+    /// `inspect_window_ms` (any fault = Fail), results to stdout / serial / GPIO / disk.
+    Run {
+        /// The station configuration (see device/station.example.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Median latency per stage (decode, preprocess, infer, post-process) and peak RSS.
     Bench {
         #[command(flatten)]
@@ -152,6 +159,17 @@ fn main() -> Result<ExitCode> {
             } else {
                 0
             }))
+        }
+        Cmd::Run { config } => {
+            let cfg = device::station::StationConfig::load(&config)?;
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let s = device::station::run(&cfg, &stop)
+                .with_context(|| format!("station {}", config.display()))?;
+            eprintln!(
+                "stopped after {} frames ({} pass, {} fail); last fault {:?}",
+                s.counters.frames, s.counters.passes, s.counters.fails, s.last_fault
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench { m, runs, image, json } => {
             let engine = load_engine(&m)?;

@@ -1,0 +1,310 @@
+//! `station.toml`: what `device run --config` reads. Unknown keys and bad values are errors that name
+//! the key (`device/station.example.toml` is the annotated example).
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors of reading a station configuration; each names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// TOML syntax or schema error (the message names the key and its line).
+    #[error("{path}: {msg}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the key.
+        msg: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: `{key}`: {msg}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// Which model file the station runs.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionChoice {
+    /// The manifest's `metrics.preferred` (int8 only when it was measured faster and as accurate).
+    #[default]
+    Auto,
+    /// `model_fp32.onnx`.
+    Fp32,
+    /// `model_int8.onnx`.
+    Int8,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationConfig {
+    /// Station name in every message (at most 32 bytes).
+    pub station_id: String,
+    /// Model bundle directory (`host export`).
+    pub model: PathBuf,
+    /// fp32, int8 or auto.
+    #[serde(default)]
+    pub precision: PrecisionChoice,
+    /// tract threads.
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Per-frame deadline: no verdict within this many milliseconds means Fail (fault DeadlineMissed).
+    pub inspect_window_ms: u64,
+    /// Where the station keeps state across restarts (the threshold set over serial / MQTT).
+    pub state_dir: PathBuf,
+    /// Stop after this many frames (tests, demos); default: run until stopped.
+    #[serde(default)]
+    pub max_frames: Option<u64>,
+    /// When to inspect: every new frame (free_run) or one frame per serial `Trigger` request.
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// Frame source.
+    pub source: SourceConfig,
+    /// Outputs (each optional).
+    #[serde(default)]
+    pub outputs: OutputsConfig,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// When the station inspects.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Every frame the source delivers.
+    #[default]
+    FreeRun,
+    /// One frame per `Trigger` request on the serial link (needs `outputs.serial`).
+    Serial,
+}
+
+/// Frame sources.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Image files that appear in a directory (replay, testing, a station without a camera).
+    Folder {
+        /// The watched directory.
+        path: PathBuf,
+        /// How often to look for new files, milliseconds.
+        #[serde(default = "poll_default")]
+        poll_ms: u64,
+        /// Process files already there at start-up (default true).
+        #[serde(default = "yes")]
+        existing: bool,
+    },
+}
+
+fn poll_default() -> u64 {
+    200
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The outputs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputsConfig {
+    /// Serial link (wire frames: results out, SetThreshold / Trigger / GetStatus in).
+    pub serial: Option<SerialConfig>,
+    /// Digital outputs (Ready, Busy, ResultValid, Pass, Fail).
+    pub gpio: Option<GpioConfig>,
+    /// Failing frames and their heat maps on disk.
+    pub disk: Option<DiskConfig>,
+    /// One JSON line per result on stdout (default true).
+    #[serde(default = "yes")]
+    pub stdout: bool,
+}
+
+/// Serial link.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfig {
+    /// Device path, e.g. /dev/ttyUSB0 or /dev/ttyAMA0.
+    pub port: PathBuf,
+    /// Baud rate.
+    #[serde(default = "baud_default")]
+    pub baud: u32,
+}
+
+fn baud_default() -> u32 {
+    115_200
+}
+
+/// Digital outputs on a Linux GPIO character device (line offsets on `chip`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpioConfig {
+    /// e.g. /dev/gpiochip0.
+    pub chip: PathBuf,
+    /// High while the station can take the next part.
+    pub ready: u32,
+    /// High while a frame is being inspected.
+    pub busy: u32,
+    /// High for `pulse_ms` once Pass / Fail carry the result.
+    pub result_valid: u32,
+    /// High with ResultValid when the part passed.
+    pub pass: u32,
+    /// High with ResultValid when the part failed (also on any fault).
+    pub fail: u32,
+    /// ResultValid pulse length, milliseconds.
+    #[serde(default = "pulse_default")]
+    pub pulse_ms: u64,
+}
+
+fn pulse_default() -> u64 {
+    50
+}
+
+/// Failing frames on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// Directory (created).
+    pub dir: PathBuf,
+    /// Keep at most this many failing frames (oldest removed first).
+    #[serde(default = "keep_default")]
+    pub keep: usize,
+}
+
+fn keep_default() -> usize {
+    1000
+}
+
+impl StationConfig {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Io { path: path.into(), source: e })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks `text` (`path` is only for messages); relative paths are taken relative to
+    /// the file's folder.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut c: StationConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), msg: e.to_string() })?;
+        let bad = |key: &str, msg: String| ConfigError::Invalid {
+            path: path.into(),
+            key: key.into(),
+            msg,
+        };
+        if c.station_id.is_empty() || c.station_id.len() > shared::wire::STATION_ID_LEN {
+            return Err(bad(
+                "station_id",
+                format!("must be 1 to {} bytes", shared::wire::STATION_ID_LEN),
+            ));
+        }
+        if c.inspect_window_ms == 0 {
+            return Err(bad("inspect_window_ms", "must be > 0".into()));
+        }
+        if c.trigger == Trigger::Serial && c.outputs.serial.is_none() {
+            return Err(bad("trigger", "\"serial\" needs an [outputs.serial] section".into()));
+        }
+        if c.threads == 0 {
+            return Err(bad("threads", "must be >= 1".into()));
+        }
+        if let Some(g) = &c.outputs.gpio {
+            let lines = [g.ready, g.busy, g.result_valid, g.pass, g.fail];
+            let mut sorted = lines.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() != lines.len() {
+                return Err(bad("outputs.gpio", format!("line offsets must differ: {lines:?}")));
+            }
+        }
+        if let Some(d) = &c.outputs.disk {
+            if d.keep == 0 {
+                return Err(bad("outputs.disk.keep", "must be >= 1".into()));
+            }
+        }
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut c.model);
+        fix(&mut c.state_dir);
+        match &mut c.source {
+            SourceConfig::Folder { path, .. } => fix(path),
+        }
+        if let Some(d) = &mut c.outputs.disk {
+            fix(&mut d.dir);
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+station_id = "line3-cam1"
+model = "models/demo"
+inspect_window_ms = 2000
+state_dir = "state"
+[source]
+kind = "folder"
+path = "inbox"
+[outputs.disk]
+dir = "fails"
+keep = 10
+"#;
+
+    #[test]
+    fn parses_and_resolves_relative_paths() {
+        let c = StationConfig::parse(GOOD, Path::new("/etc/ge/station.toml")).unwrap();
+        assert_eq!(c.model, Path::new("/etc/ge/models/demo"));
+        assert!(
+            matches!(c.source, SourceConfig::Folder { ref path, .. } if path == Path::new("/etc/ge/inbox"))
+        );
+        assert_eq!(c.precision, PrecisionChoice::Auto);
+    }
+
+    #[test]
+    fn the_annotated_example_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("station.example.toml");
+        let c = StationConfig::load(&p).unwrap();
+        assert_eq!(c.station_id, "line3-cam1");
+        assert!(c.outputs.serial.is_some() && c.outputs.gpio.is_some() && c.outputs.disk.is_some());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let p = Path::new("s.toml");
+        let e = StationConfig::parse(&GOOD.replace("keep = 10", "keep = 10\nkep = 3"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kep") && e.contains("s.toml"), "{e}");
+        let e = StationConfig::parse(&GOOD.replace("2000", "0"), p).unwrap_err().to_string();
+        assert!(e.contains("inspect_window_ms"), "{e}");
+        let e = StationConfig::parse(&GOOD.replace("\"folder\"", "\"usb\""), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("usb"), "{e}");
+        let e = StationConfig::parse(&GOOD.replace("inspect_window_ms = 2000\n", ""), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inspect_window_ms"), "{e}");
+    }
+}

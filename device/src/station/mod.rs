@@ -1,0 +1,334 @@
+//! `device run --config station.toml`: the station service.
+//!
+//! frame source -> [`pipeline::Inspector`] (engine on a worker thread, per-frame deadline) -> verdict
+//! -> outputs: stdout JSON lines, serial (`shared::wire` frames), GPIO handshake, failing frames on disk.
+//! Every frame gets a verdict: a decode error, an engine error or a missed deadline is a Fail with the
+//! fault in the result and the status, and the loop goes on. A threshold set over the serial link is
+//! applied at once and persisted in `state_dir/threshold.json` (reloaded at start when the model is the
+//! same).
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use shared::wire::{
+    Ack, AckCode, AnomalyMap, Command, Counters, Fault, InspectionResult, Message, ModelId,
+    StationId, StationState, Status, Verdict,
+};
+
+use crate::engine::{Engine, Precision};
+
+pub mod config;
+pub mod disk;
+pub mod gpio;
+pub mod pipeline;
+pub mod serial;
+pub mod source;
+
+pub use config::StationConfig;
+use config::{PrecisionChoice, SourceConfig, Trigger};
+
+/// One stdout line per frame.
+#[derive(Debug, Serialize)]
+pub struct ResultLine<'a> {
+    /// Frame number.
+    pub seq: u32,
+    /// Source file / frame label.
+    pub file: &'a str,
+    /// "pass" or "fail".
+    pub verdict: &'a str,
+    /// Score (absent when there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+    /// Threshold in force.
+    pub threshold: f32,
+    /// Fault name ("None" when none).
+    pub fault: String,
+    /// Fault text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    /// Frame-in to verdict.
+    pub latency_ms: f64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn model_id(engine: &Engine) -> ModelId {
+    let hex = &engine.manifest().files.fp32.sha256;
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    ModelId::from_digest(&bytes).unwrap_or_default()
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedThreshold {
+    model_sha256: String,
+    threshold: f32,
+}
+
+fn threshold_file(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("threshold.json")
+}
+
+/// The map, averaged down to at most 64x64 cells and quantised to 0..=255 (wire form).
+fn wire_map(map: &[f32], w: usize, h: usize) -> Option<AnomalyMap> {
+    if w == 0 || h == 0 || map.len() != w * h {
+        return None;
+    }
+    let f = w.div_ceil(shared::wire::MAX_MAP_SIDE).max(h.div_ceil(shared::wire::MAX_MAP_SIDE));
+    let (cw, ch) = (w.div_ceil(f), h.div_ceil(f));
+    let mut cells = Vec::with_capacity(cw * ch);
+    for cy in 0..ch {
+        for cx in 0..cw {
+            let (mut s, mut n) = (0f32, 0f32);
+            for y in cy * f..((cy + 1) * f).min(h) {
+                for x in cx * f..((cx + 1) * f).min(w) {
+                    s += map[y * w + x];
+                    n += 1.0;
+                }
+            }
+            cells.push(((s / n.max(1.0)).clamp(0.0, 1.0) * 255.0).round() as u8);
+        }
+    }
+    AnomalyMap::new(cw as u8, ch as u8, &cells).ok()
+}
+
+/// What a run did (returned when it stops).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Summary {
+    /// Counters at the end.
+    pub counters: Counters,
+    /// The last fault.
+    pub last_fault: Fault,
+}
+
+/// Runs the station until `stop` is set or `max_frames` frames were inspected; digital outputs on the
+/// configured GPIO character device.
+pub fn run(cfg: &StationConfig, stop: &AtomicBool) -> Result<Summary> {
+    let gpio = match &cfg.outputs.gpio {
+        Some(g) => {
+            let pin = |line| gpio::CdevPin::open(&g.chip, line);
+            Some(gpio::Handshake {
+                ready: pin(g.ready)?,
+                busy: pin(g.busy)?,
+                result_valid: pin(g.result_valid)?,
+                pass: pin(g.pass)?,
+                fail: pin(g.fail)?,
+                pulse: Duration::from_millis(g.pulse_ms),
+            })
+        }
+        None => None,
+    };
+    run_with_gpio(cfg, stop, gpio)
+}
+
+/// [`run`] with the given digital outputs (any embedded-hal pins, e.g. [`gpio::MockPin`]s).
+pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
+    cfg: &StationConfig,
+    stop: &AtomicBool,
+    mut gpio: Option<gpio::Handshake<P>>,
+) -> Result<Summary> {
+    let precision = match cfg.precision {
+        PrecisionChoice::Auto => crate::engine::preferred_precision(&cfg.model),
+        PrecisionChoice::Fp32 => Precision::Fp32,
+        PrecisionChoice::Int8 => Precision::Int8,
+    };
+    crate::engine::set_threads(cfg.threads);
+    let engine = Engine::load(&cfg.model, precision)
+        .with_context(|| format!("loading the model bundle {}", cfg.model.display()))?;
+    let model_sha = engine.manifest().files.fp32.sha256.clone();
+    let mid = model_id(&engine);
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating state_dir {}", cfg.state_dir.display()))?;
+    let mut threshold = engine.threshold();
+    if let Ok(text) = std::fs::read_to_string(threshold_file(&cfg.state_dir)) {
+        match serde_json::from_str::<SavedThreshold>(&text) {
+            Ok(s) if s.model_sha256 == model_sha && s.threshold.is_finite() => {
+                threshold = s.threshold
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("ignoring {}: {e}", threshold_file(&cfg.state_dir).display()),
+        }
+    }
+    let station_id: StationId = StationId::try_from(cfg.station_id.as_str()).unwrap_or_default();
+    let inspector = pipeline::Inspector::new(engine, Duration::from_millis(cfg.inspect_window_ms));
+    let mut source = match &cfg.source {
+        SourceConfig::Folder { path, poll_ms, existing } => {
+            source::FolderSource::new(path, Duration::from_millis(*poll_ms), *existing)
+                .with_context(|| format!("source folder {}", path.display()))?
+        }
+    };
+    let link = match &cfg.outputs.serial {
+        Some(s) => Some(serial::SerialLink::open(&s.port, s.baud).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    if let Some(g) = gpio.as_mut() {
+        g.start()?;
+    }
+    let mut disk = match &cfg.outputs.disk {
+        Some(d) => Some(
+            disk::DiskOutput::new(&d.dir, d.keep)
+                .with_context(|| format!("outputs.disk.dir {}", d.dir.display()))?,
+        ),
+        None => None,
+    };
+
+    let started = Instant::now();
+    let mut counters = Counters::default();
+    let mut last_fault = Fault::None;
+    let mut seq: u32 = 0;
+    let mut status_seq: u32 = 0;
+    let mut pending_triggers: u32 = 0;
+    let status = |counters: &Counters, last_fault: Fault, threshold: f32, seq: u32| Status {
+        station_id: station_id.clone(),
+        seq,
+        timestamp_ms: now_ms(),
+        uptime_s: started.elapsed().as_secs() as u32,
+        state: if last_fault.is_none() { StationState::Ready } else { StationState::Fault },
+        threshold,
+        model_id: mid,
+        counters: *counters,
+        last_fault,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        if cfg.max_frames.is_some_and(|m| u64::from(counters.frames) >= m) {
+            break;
+        }
+        // Requests from the line.
+        while let Some(req) = link.as_ref().and_then(|l| l.try_request()) {
+            let code = match req.command {
+                Command::SetThreshold(t) if t.is_finite() => {
+                    threshold = t;
+                    let saved = SavedThreshold { model_sha256: model_sha.clone(), threshold: t };
+                    match serde_json::to_string(&saved)
+                        .map(|s| std::fs::write(threshold_file(&cfg.state_dir), s))
+                    {
+                        Ok(Ok(())) => AckCode::Ok,
+                        _ => AckCode::Failed,
+                    }
+                }
+                Command::SetThreshold(_) => AckCode::InvalidArgument,
+                Command::Trigger if cfg.trigger == Trigger::Serial => {
+                    pending_triggers += 1;
+                    AckCode::Ok
+                }
+                Command::Trigger => AckCode::Unsupported,
+                Command::GetStatus => AckCode::Ok,
+            };
+            if let Some(l) = &link {
+                let _ = l.send(&Message::Ack(Ack { id: req.id, code }));
+                if req.command == Command::GetStatus {
+                    status_seq = status_seq.wrapping_add(1);
+                    let st = status(&counters, last_fault, threshold, status_seq);
+                    let _ = l.send(&Message::Status(st));
+                }
+            }
+        }
+        if cfg.trigger == Trigger::Serial && pending_triggers == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let Some(frame) = source.next(Duration::from_millis(50)) else { continue };
+        pending_triggers = pending_triggers.saturating_sub(1);
+        seq = seq.wrapping_add(1);
+        if let Some(g) = gpio.as_mut() {
+            if let Err(e) = g.begin() {
+                eprintln!("{e}");
+            }
+        }
+        let outcome = match frame.bytes {
+            Ok(bytes) => inspector.inspect(seq, bytes, threshold),
+            Err(msg) => pipeline::Outcome {
+                seq,
+                fail: true,
+                score: f32::NAN,
+                threshold,
+                fault: Fault::Decode,
+                error: Some(msg),
+                map: None,
+                map_size: (0, 0),
+                frame: None,
+                latency_ms: 0.0,
+            },
+        };
+        if let Some(g) = gpio.as_mut() {
+            if let Err(e) = g.finish(outcome.fail) {
+                eprintln!("{e}");
+            }
+        }
+        counters.frames = counters.frames.wrapping_add(1);
+        if outcome.fail {
+            counters.fails = counters.fails.wrapping_add(1);
+        } else {
+            counters.passes = counters.passes.wrapping_add(1);
+        }
+        if !outcome.fault.is_none() {
+            last_fault = outcome.fault;
+        }
+        let verdict = if outcome.fail { Verdict::Fail } else { Verdict::Pass };
+        if cfg.outputs.stdout {
+            let line = ResultLine {
+                seq,
+                file: &frame.name,
+                verdict: if outcome.fail { "fail" } else { "pass" },
+                score: outcome.score.is_finite().then_some(outcome.score),
+                threshold,
+                fault: format!("{:?}", outcome.fault),
+                error: outcome.error.as_deref(),
+                latency_ms: outcome.latency_ms,
+            };
+            if let Ok(s) = serde_json::to_string(&line) {
+                println!("{s}");
+            }
+        }
+        if let Some(l) = &link {
+            let (mw, mh) = outcome.map_size;
+            let r = InspectionResult {
+                station_id: station_id.clone(),
+                frame_seq: seq,
+                timestamp_ms: now_ms(),
+                verdict,
+                fault: outcome.fault,
+                score: outcome.score,
+                threshold,
+                model_id: mid,
+                latency_us: (outcome.latency_ms * 1e3) as u32,
+                anomaly_map: outcome.map.as_deref().and_then(|m| wire_map(m, mw, mh)),
+            };
+            if let Err(e) = l.send(&Message::Inspection(r)) {
+                eprintln!("{e}");
+            }
+        }
+        if outcome.fail {
+            if let (Some(d), Some(f)) = (disk.as_mut(), outcome.frame.as_ref()) {
+                let (mw, mh) = outcome.map_size;
+                let map = outcome.map.as_deref().map(|m| (m, mw, mh));
+                if let Err(e) = d.store(seq, &frame.name, f, map) {
+                    eprintln!("outputs.disk: {e}");
+                }
+            }
+        }
+    }
+    if let Some(g) = gpio.as_mut() {
+        let _ = g.stop();
+    }
+    Ok(Summary { counters, last_fault })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_map_averages_down_to_64_cells() {
+        let m = vec![1.0f32; 160 * 160];
+        let w = wire_map(&m, 160, 160).unwrap();
+        assert_eq!((w.width(), w.height()), (54, 54));
+        assert!(w.cells().iter().all(|&c| c == 255));
+        assert!(wire_map(&m, 10, 10).is_none());
+    }
+}

@@ -1,0 +1,223 @@
+//! `device run` as a library: the station on the demo bundle with a folder source.
+//! - corrupt, truncated and empty image files get a Fail verdict with a Decode fault and the station
+//!   keeps going; failing frames land on disk within the retention bound;
+//! - over a pseudo-terminal pair, a line-side process sends `SetThreshold`, `GetStatus` and `Trigger`
+//!   frames with garbage in between and receives the acks, the status and one result per trigger,
+//!   judged at the new threshold (which is persisted).
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use device::station::{self, StationConfig};
+use shared::wire::{self, AckCode, Command, Fault, FrameDecoder, Message, Request, Verdict};
+
+fn demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
+}
+
+fn sample(name: &str) -> PathBuf {
+    demo().join("samples").join(name)
+}
+
+fn config(dir: &Path, body: &str) -> anyhow::Result<StationConfig> {
+    let text = format!(
+        "station_id = \"test-1\"\nmodel = \"{}\"\ninspect_window_ms = 20000\nstate_dir = \"state\"\n{body}",
+        demo().display()
+    );
+    Ok(StationConfig::parse(&text, &dir.join("station.toml"))?)
+}
+
+#[test]
+fn bad_files_fail_and_the_station_keeps_running() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox)?;
+    std::fs::copy(sample("good_000.png"), inbox.join("a_good.png"))?;
+    std::fs::write(inbox.join("b_garbage.png"), b"this is not an image at all")?;
+    let png = std::fs::read(sample("color_000.png"))?;
+    std::fs::write(inbox.join("c_truncated.png"), &png[..png.len() / 3])?;
+    std::fs::write(inbox.join("d_empty.jpg"), b"")?;
+    std::fs::copy(sample("color_000.png"), inbox.join("e_color.png"))?;
+    std::fs::copy(sample("contamination_000.png"), inbox.join("f_contamination.png"))?;
+    let cfg = config(
+        dir.path(),
+        "max_frames = 6\n[source]\nkind = \"folder\"\npath = \"inbox\"\npoll_ms = 20\n\
+         [outputs.disk]\ndir = \"fails\"\nkeep = 1\n",
+    )?;
+    let s = station::run(&cfg, &AtomicBool::new(false))?;
+    assert_eq!(s.counters.frames, 6);
+    assert_eq!(s.counters.passes, 1, "only the good part passes: {:?}", s.counters);
+    assert_eq!(s.counters.fails, 5);
+    assert_eq!(s.last_fault, Fault::Decode);
+    // keep = 1: only the last failing frame (and its map) stays.
+    let mut kept: Vec<String> = std::fs::read_dir(dir.path().join("fails"))?
+        .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept[0].contains("f_contamination") && kept[1].ends_with("_map.png"), "{kept:?}");
+    Ok(())
+}
+
+fn frame(id: u32, command: Command) -> anyhow::Result<Vec<u8>> {
+    Ok(wire::encode_frame_vec(&Message::Request(Request { id, command }))?)
+}
+
+#[test]
+fn serial_requests_over_a_pty() -> anyhow::Result<()> {
+    use nix::pty::openpty;
+    use nix::sys::termios;
+    let pty = openpty(None, None)?;
+    for fd in [&pty.master, &pty.slave] {
+        let mut t = termios::tcgetattr(fd)?;
+        termios::cfmakeraw(&mut t);
+        termios::tcsetattr(fd, termios::SetArg::TCSANOW, &t)?;
+    }
+    let slave_path = nix::unistd::ttyname(&pty.slave)?;
+    let dir = tempfile::tempdir()?;
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox)?;
+    std::fs::copy(sample("good_000.png"), inbox.join("1.png"))?;
+    std::fs::copy(sample("scratch_000.png"), inbox.join("2.png"))?;
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "max_frames = 2\ntrigger = \"serial\"\n[source]\nkind = \"folder\"\npath = \"inbox\"\n\
+             poll_ms = 20\n[outputs]\nstdout = false\n[outputs.serial]\nport = \"{}\"\n",
+            slave_path.display()
+        ),
+    )?;
+    let state = cfg.state_dir.clone();
+    let station = std::thread::spawn(move || station::run(&cfg, &AtomicBool::new(false)));
+
+    let mut master = std::fs::File::from(pty.master);
+    let mut reader = master.try_clone()?;
+    let (tx, rx) = std::sync::mpsc::channel::<Message>();
+    std::thread::spawn(move || {
+        let mut dec = FrameDecoder::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            dec.feed(&buf[..n], |m| {
+                if let Ok(m) = m {
+                    let _ = tx.send(m);
+                }
+            });
+        }
+    });
+    // Garbage, requests, more garbage and a corrupt frame. Line noise ends with a delimiter (a sender
+    // starts each frame with 0x00 so that the receiver resynchronises after noise).
+    let mut out = vec![0x13, 0x37, 0x00, 0xff, 0xfe, 0x00];
+    out.extend(frame(1, Command::SetThreshold(0.05))?);
+    out.extend([0x55; 9]);
+    out.push(0x00);
+    out.extend(frame(2, Command::SetThreshold(f32::NAN))?);
+    let mut corrupt = frame(3, Command::GetStatus)?;
+    corrupt[2] ^= 0x40;
+    out.extend(corrupt);
+    out.extend(frame(4, Command::GetStatus)?);
+    out.extend(frame(5, Command::Trigger)?);
+    out.extend(frame(6, Command::Trigger)?);
+    // Give the station time to open the port before writing.
+    std::thread::sleep(Duration::from_millis(1500));
+    master.write_all(&out)?;
+    master.flush()?;
+
+    let mut acks = Vec::new();
+    let mut results = Vec::new();
+    let mut statuses = 0;
+    let end = Instant::now() + Duration::from_secs(120);
+    while results.len() < 2 && Instant::now() < end {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Message::Ack(a)) => acks.push((a.id, a.code)),
+            Ok(Message::Inspection(r)) => results.push(r),
+            Ok(Message::Status(s)) => {
+                statuses += 1;
+                assert_eq!(s.threshold, 0.05);
+            }
+            _ => {}
+        }
+    }
+    let summary = station.join().map_err(|_| anyhow::anyhow!("station panicked"))??;
+    assert_eq!(
+        acks,
+        vec![
+            (1, AckCode::Ok),
+            (2, AckCode::InvalidArgument),
+            (4, AckCode::Ok),
+            (5, AckCode::Ok),
+            (6, AckCode::Ok)
+        ],
+        "the corrupt frame (id 3) is dropped, the others answered in order"
+    );
+    assert_eq!(statuses, 1);
+    assert_eq!(results.len(), 2, "one result per trigger");
+    assert_eq!(summary.counters.frames, 2);
+    for r in &results {
+        assert_eq!(r.threshold, 0.05);
+        assert_eq!(r.station_id.as_str(), "test-1");
+        // Every demo score is far above 0.05: both parts fail at the new threshold.
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert!(r.anomaly_map.is_some());
+    }
+    let saved =
+        std::fs::read_to_string(state.join("threshold.json")).context("persisted threshold")?;
+    assert!(saved.contains("0.05"), "{saved}");
+    Ok(())
+}
+
+#[test]
+fn a_missed_deadline_is_a_fail_and_the_next_frame_still_gets_a_verdict() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox)?;
+    std::fs::copy(sample("good_000.png"), inbox.join("1.png"))?;
+    std::fs::copy(sample("good_001.png"), inbox.join("2.png"))?;
+    let body = "max_frames = 2\n[source]\nkind = \"folder\"\npath = \"inbox\"\npoll_ms = 20\n";
+    let text = format!(
+        "station_id = \"t\"\nmodel = \"{}\"\ninspect_window_ms = 1\nstate_dir = \"state\"\n{body}",
+        demo().display()
+    );
+    let cfg = StationConfig::parse(&text, &dir.path().join("station.toml"))?;
+    let log = device::station::gpio::PinLog::default();
+    let pin = |name| device::station::gpio::MockPin { name, log: log.clone() };
+    let hs = device::station::gpio::Handshake {
+        ready: pin("ready"),
+        busy: pin("busy"),
+        result_valid: pin("result_valid"),
+        pass: pin("pass"),
+        fail: pin("fail"),
+        pulse: Duration::from_millis(1),
+    };
+    let s = station::run_with_gpio(&cfg, &AtomicBool::new(false), Some(hs))?;
+    // 1 ms is far below one inference: both good parts are rejected, fail-safe.
+    assert_eq!((s.counters.frames, s.counters.fails), (2, 2));
+    assert_eq!(s.last_fault, Fault::DeadlineMissed);
+    // GPIO: start (all low, Ready), then per frame the Fail handshake, then stop.
+    let got: Vec<String> = log
+        .lock()
+        .map_err(|_| anyhow::anyhow!("log poisoned"))?
+        .iter()
+        .map(|(n, v)| format!("{n}{}", if *v { "+" } else { "-" }))
+        .collect();
+    let start = ["result_valid-", "pass-", "fail-", "busy-", "ready+"];
+    let frame = [
+        "ready-",
+        "busy+",
+        "fail+",
+        "result_valid+",
+        "result_valid-",
+        "pass-",
+        "fail-",
+        "busy-",
+        "ready+",
+    ];
+    let stop = ["ready-", "busy-", "result_valid-", "pass-", "fail-"];
+    let want: Vec<&str> = start.iter().chain(&frame).chain(&frame).chain(&stop).copied().collect();
+    assert_eq!(got, want);
+    Ok(())
+}

@@ -92,6 +92,8 @@ pub enum Trigger {
     FreeRun,
     /// One frame per `Trigger` request on the serial link (needs `outputs.serial`).
     Serial,
+    /// One frame per `trigger` command on MQTT (needs `outputs.mqtt`).
+    Mqtt,
 }
 
 /// Frame sources.
@@ -129,6 +131,8 @@ pub struct OutputsConfig {
     pub gpio: Option<GpioConfig>,
     /// Failing frames and their heat maps on disk.
     pub disk: Option<DiskConfig>,
+    /// MQTT (results with a no-loss spool, maps, status, commands).
+    pub mqtt: Option<MqttConfig>,
     /// One JSON line per result on stdout (default true).
     #[serde(default = "yes")]
     pub stdout: bool,
@@ -172,6 +176,57 @@ pub struct GpioConfig {
 
 fn pulse_default() -> u64 {
     50
+}
+
+/// MQTT broker and topics (`<prefix>/<station_id>/...`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    #[serde(default = "mqtt_port")]
+    pub port: u16,
+    /// Topic prefix.
+    #[serde(default = "mqtt_prefix")]
+    pub prefix: String,
+    /// Client id (default `glass-edge-<station_id>`).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// User name (with `password`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// TLS to the broker (needs `ca_file`).
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM CA certificate(s) that sign the broker's certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Keep-alive, seconds (>= 5).
+    #[serde(default = "mqtt_keepalive")]
+    pub keepalive_s: u64,
+    /// Results kept while the broker is unreachable (oldest dropped beyond; counted in the status).
+    #[serde(default = "mqtt_spool_max")]
+    pub spool_max: usize,
+}
+
+fn mqtt_port() -> u16 {
+    1883
+}
+
+fn mqtt_prefix() -> String {
+    "glass-edge".into()
+}
+
+fn mqtt_keepalive() -> u64 {
+    5
+}
+
+fn mqtt_spool_max() -> usize {
+    10_000
 }
 
 /// Failing frames on disk.
@@ -219,6 +274,9 @@ impl StationConfig {
         if c.trigger == Trigger::Serial && c.outputs.serial.is_none() {
             return Err(bad("trigger", "\"serial\" needs an [outputs.serial] section".into()));
         }
+        if c.trigger == Trigger::Mqtt && c.outputs.mqtt.is_none() {
+            return Err(bad("trigger", "\"mqtt\" needs an [outputs.mqtt] section".into()));
+        }
         if c.threads == 0 {
             return Err(bad("threads", "must be >= 1".into()));
         }
@@ -236,6 +294,20 @@ impl StationConfig {
                 return Err(bad("outputs.disk.keep", "must be >= 1".into()));
             }
         }
+        if let Some(m) = &c.outputs.mqtt {
+            if m.tls && m.ca_file.is_none() {
+                return Err(bad("outputs.mqtt.ca_file", "needed when tls = true".into()));
+            }
+            if m.username.is_some() != m.password.is_some() {
+                return Err(bad(
+                    "outputs.mqtt.password",
+                    "username and password go together".into(),
+                ));
+            }
+            if m.spool_max == 0 {
+                return Err(bad("outputs.mqtt.spool_max", "must be >= 1".into()));
+            }
+        }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -249,6 +321,11 @@ impl StationConfig {
         }
         if let Some(d) = &mut c.outputs.disk {
             fix(&mut d.dir);
+        }
+        if let Some(m) = &mut c.outputs.mqtt {
+            if let Some(f) = &mut m.ca_file {
+                fix(f);
+            }
         }
         Ok(c)
     }

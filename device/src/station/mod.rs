@@ -22,6 +22,7 @@ use crate::engine::{Engine, Precision};
 pub mod config;
 pub mod disk;
 pub mod gpio;
+pub mod mqtt;
 pub mod pipeline;
 pub mod serial;
 pub mod source;
@@ -95,6 +96,101 @@ fn wire_map(map: &[f32], w: usize, h: usize) -> Option<AnomalyMap> {
         }
     }
     AnomalyMap::new(cw as u8, ch as u8, &cells).ok()
+}
+
+/// A result on `<prefix>/<station>/result`.
+#[derive(Serialize)]
+struct MqttResult<'a> {
+    uid: &'a str,
+    station: &'a str,
+    seq: u32,
+    timestamp_ms: u64,
+    file: &'a str,
+    verdict: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    score: Option<f32>,
+    threshold: f32,
+    fault: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    latency_ms: f64,
+    model_id: String,
+}
+
+/// The retained status on `<prefix>/<station>/status`.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    station: &'a str,
+    state: &'a str,
+    threshold: f32,
+    frames: u32,
+    passes: u32,
+    fails: u32,
+    spool_dropped: u32,
+    last_fault: String,
+    timestamp_ms: u64,
+}
+
+impl<'a> StatusJson<'a> {
+    fn new(station: &'a str, state: &'a str, threshold: f32, c: &Counters, f: Fault) -> Self {
+        StatusJson {
+            station,
+            state,
+            threshold,
+            frames: c.frames,
+            passes: c.passes,
+            fails: c.fails,
+            spool_dropped: c.spool_dropped,
+            last_fault: format!("{f:?}"),
+            timestamp_ms: now_ms(),
+        }
+    }
+}
+
+/// PNG bytes of the map overlaid on the frame at map size.
+fn map_png(
+    frame: &(Vec<u8>, usize, usize),
+    map: &[f32],
+    (mw, mh): (usize, usize),
+) -> Option<Vec<u8>> {
+    let (rgb, w, h) = frame;
+    let img = image::RgbImage::from_raw(*w as u32, *h as u32, rgb.clone())?;
+    let small =
+        image::imageops::resize(&img, mw as u32, mh as u32, image::imageops::FilterType::Triangle);
+    let ov = crate::inspect::overlay(&small, map, 0.0, 1.0, 0.55);
+    let mut out = std::io::Cursor::new(Vec::new());
+    ov.write_to(&mut out, image::ImageFormat::Png).ok()?;
+    Some(out.into_inner())
+}
+
+/// Carries out one line-side command (serial or MQTT, `via`).
+fn apply(
+    command: Command,
+    via: Trigger,
+    cfg: &StationConfig,
+    model_sha: &str,
+    threshold: &mut f32,
+    pending_triggers: &mut u32,
+) -> AckCode {
+    match command {
+        Command::SetThreshold(t) if t.is_finite() => {
+            *threshold = t;
+            let saved = SavedThreshold { model_sha256: model_sha.to_string(), threshold: t };
+            match serde_json::to_string(&saved)
+                .map(|s| std::fs::write(threshold_file(&cfg.state_dir), s))
+            {
+                Ok(Ok(())) => AckCode::Ok,
+                _ => AckCode::Failed,
+            }
+        }
+        Command::SetThreshold(_) => AckCode::InvalidArgument,
+        Command::Trigger if cfg.trigger == via => {
+            *pending_triggers += 1;
+            AckCode::Ok
+        }
+        Command::Trigger => AckCode::Unsupported,
+        Command::GetStatus => AckCode::Ok,
+    }
 }
 
 /// What a run did (returned when it stops).
@@ -177,6 +273,25 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
         None => None,
     };
 
+    let boot_ms = now_ms();
+    let mqtt_out = match &cfg.outputs.mqtt {
+        Some(m) => {
+            let st = StatusJson::new(
+                &cfg.station_id,
+                "ready",
+                threshold,
+                &Counters::default(),
+                Fault::None,
+            );
+            let first = serde_json::to_string(&st).unwrap_or_default();
+            Some(
+                mqtt::MqttOutput::start(m, &cfg.station_id, &cfg.state_dir.join("spool"), first)
+                    .map_err(anyhow::Error::msg)?,
+            )
+        }
+        None => None,
+    };
+
     let started = Instant::now();
     let mut counters = Counters::default();
     let mut last_fault = Fault::None;
@@ -198,27 +313,16 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
         if cfg.max_frames.is_some_and(|m| u64::from(counters.frames) >= m) {
             break;
         }
-        // Requests from the line.
+        // Requests from the line (serial and MQTT), applied in arrival order per link.
         while let Some(req) = link.as_ref().and_then(|l| l.try_request()) {
-            let code = match req.command {
-                Command::SetThreshold(t) if t.is_finite() => {
-                    threshold = t;
-                    let saved = SavedThreshold { model_sha256: model_sha.clone(), threshold: t };
-                    match serde_json::to_string(&saved)
-                        .map(|s| std::fs::write(threshold_file(&cfg.state_dir), s))
-                    {
-                        Ok(Ok(())) => AckCode::Ok,
-                        _ => AckCode::Failed,
-                    }
-                }
-                Command::SetThreshold(_) => AckCode::InvalidArgument,
-                Command::Trigger if cfg.trigger == Trigger::Serial => {
-                    pending_triggers += 1;
-                    AckCode::Ok
-                }
-                Command::Trigger => AckCode::Unsupported,
-                Command::GetStatus => AckCode::Ok,
-            };
+            let code = apply(
+                req.command,
+                Trigger::Serial,
+                cfg,
+                &model_sha,
+                &mut threshold,
+                &mut pending_triggers,
+            );
             if let Some(l) = &link {
                 let _ = l.send(&Message::Ack(Ack { id: req.id, code }));
                 if req.command == Command::GetStatus {
@@ -228,7 +332,27 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
                 }
             }
         }
-        if cfg.trigger == Trigger::Serial && pending_triggers == 0 {
+        while let Some(c) = mqtt_out.as_ref().and_then(|m| m.try_command()) {
+            let command = match c.command.as_str() {
+                "set_threshold" => Some(Command::SetThreshold(c.value.unwrap_or(f32::NAN))),
+                "trigger" => Some(Command::Trigger),
+                "get_status" => Some(Command::GetStatus),
+                _ => None,
+            };
+            let code = match command {
+                Some(k) => {
+                    apply(k, Trigger::Mqtt, cfg, &model_sha, &mut threshold, &mut pending_triggers)
+                }
+                None => AckCode::Unsupported,
+            };
+            if let Some(m) = &mqtt_out {
+                m.ack(&mqtt::MqttAck { id: c.id, code: format!("{code:?}").to_lowercase() });
+                let st =
+                    StatusJson::new(&cfg.station_id, "ready", threshold, &counters, last_fault);
+                m.status(serde_json::to_string(&st).unwrap_or_default());
+            }
+        }
+        if cfg.trigger != Trigger::FreeRun && pending_triggers == 0 {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
@@ -303,6 +427,39 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
                 eprintln!("{e}");
             }
         }
+        if let Some(m) = &mqtt_out {
+            let uid = format!("{boot_ms:013}-{seq:010}");
+            let j = MqttResult {
+                uid: &uid,
+                station: &cfg.station_id,
+                seq,
+                timestamp_ms: now_ms(),
+                file: &frame.name,
+                verdict: if outcome.fail { "fail" } else { "pass" },
+                score: outcome.score.is_finite().then_some(outcome.score),
+                threshold,
+                fault: format!("{:?}", outcome.fault),
+                error: outcome.error.as_deref(),
+                latency_ms: outcome.latency_ms,
+                model_id: mid.to_string(),
+            };
+            match serde_json::to_vec(&j) {
+                Ok(bytes) => {
+                    if let Err(e) = m.result(&uid, &bytes) {
+                        eprintln!("outputs.mqtt: {e}");
+                    }
+                }
+                Err(e) => eprintln!("outputs.mqtt: {e}"),
+            }
+            if let (Some(map), Some(f)) = (outcome.map.as_deref(), outcome.frame.as_ref()) {
+                if let Some(png) = map_png(f, map, outcome.map_size) {
+                    m.map(png);
+                }
+            }
+            counters.spool_dropped = m.dropped();
+            let st = StatusJson::new(&cfg.station_id, "ready", threshold, &counters, last_fault);
+            m.status(serde_json::to_string(&st).unwrap_or_default());
+        }
         if outcome.fail {
             if let (Some(d), Some(f)) = (disk.as_mut(), outcome.frame.as_ref()) {
                 let (mw, mh) = outcome.map_size;
@@ -315,6 +472,10 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
     }
     if let Some(g) = gpio.as_mut() {
         let _ = g.stop();
+    }
+    if let Some(m) = mqtt_out {
+        counters.spool_dropped = m.dropped();
+        m.close(Duration::from_secs(15));
     }
     Ok(Summary { counters, last_fault })
 }

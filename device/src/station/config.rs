@@ -72,6 +72,9 @@ pub struct StationConfig {
     /// When to inspect: every new frame (free_run) or one frame per serial `Trigger` request.
     #[serde(default)]
     pub trigger: Trigger,
+    /// The digital input of `trigger = "gpio"`.
+    #[serde(default)]
+    pub gpio_trigger: Option<GpioTriggerConfig>,
     /// Frame source.
     pub source: SourceConfig,
     /// Outputs (each optional).
@@ -94,6 +97,8 @@ pub enum Trigger {
     Serial,
     /// One frame per `trigger` command on MQTT (needs `outputs.mqtt`).
     Mqtt,
+    /// One frame per edge on a digital input (needs `[gpio_trigger]`).
+    Gpio,
 }
 
 /// Frame sources.
@@ -111,6 +116,8 @@ pub enum SourceConfig {
         #[serde(default = "yes")]
         existing: bool,
     },
+    /// A V4L2 camera.
+    V4l(super::camera::CameraConfig),
 }
 
 fn poll_default() -> u64 {
@@ -119,6 +126,30 @@ fn poll_default() -> u64 {
 
 fn yes() -> bool {
     true
+}
+
+/// A trigger input on a Linux GPIO character device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpioTriggerConfig {
+    /// e.g. /dev/gpiochip0.
+    pub chip: PathBuf,
+    /// Line offset.
+    pub line: u32,
+    /// rising or falling.
+    #[serde(default = "edge_default")]
+    pub edge: super::trigger::Edge,
+    /// Edges closer than this to the previous one are ignored, milliseconds.
+    #[serde(default = "debounce_default")]
+    pub debounce_ms: u64,
+}
+
+fn edge_default() -> super::trigger::Edge {
+    super::trigger::Edge::Rising
+}
+
+fn debounce_default() -> u64 {
+    10
 }
 
 /// The outputs.
@@ -277,6 +308,9 @@ impl StationConfig {
         if c.trigger == Trigger::Mqtt && c.outputs.mqtt.is_none() {
             return Err(bad("trigger", "\"mqtt\" needs an [outputs.mqtt] section".into()));
         }
+        if c.trigger == Trigger::Gpio && c.gpio_trigger.is_none() {
+            return Err(bad("trigger", "\"gpio\" needs a [gpio_trigger] section".into()));
+        }
         if c.threads == 0 {
             return Err(bad("threads", "must be >= 1".into()));
         }
@@ -318,6 +352,11 @@ impl StationConfig {
         fix(&mut c.state_dir);
         match &mut c.source {
             SourceConfig::Folder { path, .. } => fix(path),
+            SourceConfig::V4l(cam) => {
+                if cam.width == 0 || cam.height == 0 {
+                    return Err(bad("source.width", "width and height must be > 0".into()));
+                }
+            }
         }
         if let Some(d) = &mut c.outputs.disk {
             fix(&mut d.dir);

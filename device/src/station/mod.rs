@@ -19,13 +19,16 @@ use shared::wire::{
 
 use crate::engine::{Engine, Precision};
 
+pub mod camera;
 pub mod config;
 pub mod disk;
+pub mod frame;
 pub mod gpio;
 pub mod mqtt;
 pub mod pipeline;
 pub mod serial;
 pub mod source;
+pub mod trigger;
 
 pub use config::StationConfig;
 use config::{PrecisionChoice, SourceConfig, Trigger};
@@ -163,6 +166,12 @@ fn map_png(
     Some(out.into_inner())
 }
 
+/// Where frames come from.
+enum Source {
+    Folder(source::FolderSource),
+    Camera(camera::CameraSource),
+}
+
 /// Carries out one line-side command (serial or MQTT, `via`).
 fn apply(
     command: Command,
@@ -253,10 +262,18 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
     let station_id: StationId = StationId::try_from(cfg.station_id.as_str()).unwrap_or_default();
     let inspector = pipeline::Inspector::new(engine, Duration::from_millis(cfg.inspect_window_ms));
     let mut source = match &cfg.source {
-        SourceConfig::Folder { path, poll_ms, existing } => {
+        SourceConfig::Folder { path, poll_ms, existing } => Source::Folder(
             source::FolderSource::new(path, Duration::from_millis(*poll_ms), *existing)
-                .with_context(|| format!("source folder {}", path.display()))?
+                .with_context(|| format!("source folder {}", path.display()))?,
+        ),
+        SourceConfig::V4l(c) => Source::Camera(camera::CameraSource::new(c.clone())),
+    };
+    let hw_trigger = match (&cfg.trigger, &cfg.gpio_trigger) {
+        (Trigger::Gpio, Some(t)) => {
+            let pin = trigger::CdevInputPin::open(&t.chip, t.line).map_err(anyhow::Error::msg)?;
+            Some(trigger::watch(pin, t.edge, Duration::from_millis(t.debounce_ms)))
         }
+        _ => None,
     };
     let link = match &cfg.outputs.serial {
         Some(s) => Some(serial::SerialLink::open(&s.port, s.baud).map_err(anyhow::Error::msg)?),
@@ -352,11 +369,31 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
                 m.status(serde_json::to_string(&st).unwrap_or_default());
             }
         }
+        if let Some(rx) = &hw_trigger {
+            pending_triggers += rx.try_iter().count() as u32;
+        }
         if cfg.trigger != Trigger::FreeRun && pending_triggers == 0 {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
             continue;
         }
-        let Some(frame) = source.next(Duration::from_millis(50)) else { continue };
+        let frame = match &mut source {
+            Source::Folder(f) => match f.next(Duration::from_millis(50)) {
+                Some(frame) => frame,
+                None => continue,
+            },
+            Source::Camera(c) => match c.capture() {
+                Ok(frame) => frame,
+                Err(e) => {
+                    // No frame: a fault in the status; a pending trigger still gets its (Fail) result.
+                    last_fault = Fault::Camera;
+                    eprintln!("{e}");
+                    if pending_triggers == 0 {
+                        continue;
+                    }
+                    source::Frame { name: "camera".into(), bytes: Err(e) }
+                }
+            },
+        };
         pending_triggers = pending_triggers.saturating_sub(1);
         seq = seq.wrapping_add(1);
         if let Some(g) = gpio.as_mut() {
@@ -371,7 +408,11 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
                 fail: true,
                 score: f32::NAN,
                 threshold,
-                fault: Fault::Decode,
+                fault: if matches!(source, Source::Camera(_)) {
+                    Fault::Camera
+                } else {
+                    Fault::Decode
+                },
                 error: Some(msg),
                 map: None,
                 map_size: (0, 0),

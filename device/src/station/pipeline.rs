@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use shared::wire::Fault;
 
+use super::source::FrameData;
 use crate::engine::Engine;
 
 /// What the station decided for one frame.
@@ -35,7 +36,7 @@ pub struct Outcome {
 
 struct Job {
     seq: u32,
-    bytes: Vec<u8>,
+    data: FrameData,
 }
 
 type Answer = (u32, Result<(crate::engine::Inference, Vec<u8>, usize, usize), (Fault, String)>);
@@ -64,11 +65,18 @@ impl Inspector {
             .spawn(move || {
                 for job in job_rx {
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let img = image::load_from_memory(&job.bytes)
-                            .map_err(|e| (Fault::Decode, format!("decoding the frame: {e}")))?
-                            .to_rgb8();
-                        let (w, h) = (img.width() as usize, img.height() as usize);
-                        let rgb = img.into_raw();
+                        let (rgb, w, h) = match job.data {
+                            FrameData::Rgb(rgb, w, h) => (rgb, w, h),
+                            FrameData::Encoded(bytes) => {
+                                let img = image::load_from_memory(&bytes)
+                                    .map_err(|e| {
+                                        (Fault::Decode, format!("decoding the frame: {e}"))
+                                    })?
+                                    .to_rgb8();
+                                let (w, h) = (img.width() as usize, img.height() as usize);
+                                (img.into_raw(), w, h)
+                            }
+                        };
                         let inf = engine.infer_rgb(&rgb, w, h, true).map_err(|e| {
                             let f = match e {
                                 crate::engine::EngineError::Preprocess(_) => Fault::Decode,
@@ -88,8 +96,8 @@ impl Inspector {
         Inspector { jobs, answers, window, map_size }
     }
 
-    /// Inspects one encoded frame (PNG / JPEG / BMP / TIFF bytes) against `threshold`.
-    pub fn inspect(&self, seq: u32, bytes: Vec<u8>, threshold: f32) -> Outcome {
+    /// Inspects one frame against `threshold`.
+    pub fn inspect(&self, seq: u32, data: FrameData, threshold: f32) -> Outcome {
         let t0 = Instant::now();
         let mut out = Outcome {
             seq,
@@ -103,7 +111,7 @@ impl Inspector {
             frame: None,
             latency_ms: 0.0,
         };
-        if self.jobs.send(Job { seq, bytes }).is_err() {
+        if self.jobs.send(Job { seq, data }).is_err() {
             out.fault = Fault::Engine;
             out.error = Some("the inspection worker is gone".into());
             return out;

@@ -4,12 +4,20 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// One frame: its encoded bytes (or why they could not be read) and where it came from.
+/// A frame's pixels.
+pub enum FrameData {
+    /// An encoded image file (PNG, JPEG, BMP, TIFF, PPM).
+    Encoded(Vec<u8>),
+    /// Decoded RGB8 (camera), with width and height.
+    Rgb(Vec<u8>, usize, usize),
+}
+
+/// One frame: its data (or why it could not be read) and where it came from.
 pub struct Frame {
     /// File name or camera frame label.
     pub name: String,
-    /// Encoded image bytes; `Err` when the file could not be read (it still gets a Fail verdict).
-    pub bytes: Result<Vec<u8>, String>,
+    /// The pixels; `Err` when the frame could not be read (it still gets a Fail verdict).
+    pub bytes: Result<FrameData, String>,
 }
 
 /// Watches a directory.
@@ -53,7 +61,9 @@ impl FolderSource {
             if let Ok(files) = self.list() {
                 if let Some(p) = files.into_iter().find(|p| !self.seen.contains(p)) {
                     self.seen.insert(p.clone());
-                    let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()));
+                    let bytes = std::fs::read(&p)
+                        .map(FrameData::Encoded)
+                        .map_err(|e| format!("{}: {e}", p.display()));
                     return Some(Frame { name: p.display().to_string(), bytes });
                 }
             }

@@ -167,6 +167,15 @@ fn serial_requests_over_a_pty() -> anyhow::Result<()> {
     let saved =
         std::fs::read_to_string(state.join("threshold.json")).context("persisted threshold")?;
     assert!(saved.contains("0.05"), "{saved}");
+    // A restart with the same state_dir and model keeps the threshold.
+    std::fs::copy(sample("good_001.png"), inbox.join("3.png"))?;
+    let again = config(
+        dir.path(),
+        "max_frames = 1\n[source]\nkind = \"folder\"\npath = \"inbox\"\npoll_ms = 20\n\
+         [outputs]\nstdout = false\n",
+    )?;
+    let s2 = station::run(&again, &AtomicBool::new(false))?;
+    assert_eq!(s2.threshold, 0.05, "threshold after restart");
     Ok(())
 }
 

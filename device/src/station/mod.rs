@@ -207,6 +207,8 @@ fn apply(
 pub struct Summary {
     /// Counters at the end.
     pub counters: Counters,
+    /// The threshold in force at the end.
+    pub threshold: f32,
     /// The last fault.
     pub last_fault: Fault,
 }
@@ -518,7 +520,7 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
         counters.spool_dropped = m.dropped();
         m.close(Duration::from_secs(15));
     }
-    Ok(Summary { counters, last_fault })
+    Ok(Summary { counters, threshold, last_fault })
 }
 
 #[cfg(test)]

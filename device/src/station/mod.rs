@@ -101,23 +101,15 @@ fn wire_map(map: &[f32], w: usize, h: usize) -> Option<AnomalyMap> {
     AnomalyMap::new(cw as u8, ch as u8, &cells).ok()
 }
 
-/// A result on `<prefix>/<station>/result`.
+/// A result on `<prefix>/<station>/result`: the stdout line plus the dedup key and provenance.
 #[derive(Serialize)]
 struct MqttResult<'a> {
     uid: &'a str,
     station: &'a str,
-    seq: u32,
     timestamp_ms: u64,
-    file: &'a str,
-    verdict: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    score: Option<f32>,
-    threshold: f32,
-    fault: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
-    latency_ms: f64,
     model_id: String,
+    #[serde(flatten)]
+    line: &'a ResultLine<'a>,
 }
 
 /// The retained status on `<prefix>/<station>/status`.
@@ -437,17 +429,17 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
             last_fault = outcome.fault;
         }
         let verdict = if outcome.fail { Verdict::Fail } else { Verdict::Pass };
+        let line = ResultLine {
+            seq,
+            file: &frame.name,
+            verdict: if outcome.fail { "fail" } else { "pass" },
+            score: outcome.score.is_finite().then_some(outcome.score),
+            threshold,
+            fault: format!("{:?}", outcome.fault),
+            error: outcome.error.as_deref(),
+            latency_ms: outcome.latency_ms,
+        };
         if cfg.outputs.stdout {
-            let line = ResultLine {
-                seq,
-                file: &frame.name,
-                verdict: if outcome.fail { "fail" } else { "pass" },
-                score: outcome.score.is_finite().then_some(outcome.score),
-                threshold,
-                fault: format!("{:?}", outcome.fault),
-                error: outcome.error.as_deref(),
-                latency_ms: outcome.latency_ms,
-            };
             if let Ok(s) = serde_json::to_string(&line) {
                 println!("{s}");
             }
@@ -475,16 +467,9 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
             let j = MqttResult {
                 uid: &uid,
                 station: &cfg.station_id,
-                seq,
                 timestamp_ms: now_ms(),
-                file: &frame.name,
-                verdict: if outcome.fail { "fail" } else { "pass" },
-                score: outcome.score.is_finite().then_some(outcome.score),
-                threshold,
-                fault: format!("{:?}", outcome.fault),
-                error: outcome.error.as_deref(),
-                latency_ms: outcome.latency_ms,
                 model_id: mid.to_string(),
+                line: &line,
             };
             match serde_json::to_vec(&j) {
                 Ok(bytes) => {

@@ -94,11 +94,24 @@ fn ratio(a: usize, b: usize) -> f64 {
 /// The threshold that maximises F1 over all distinct scores, and that F1. Among equal F1s the highest
 /// threshold wins (fewest false alarms). `None` for empty input.
 pub fn best_f1(scores: &[f32], labels: &[bool]) -> Option<(f32, f64)> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a])); // descending
     let n_pos = labels.iter().filter(|&&l| l).count();
-    let (mut tp, mut fp) = (0usize, 0usize);
     let mut best: Option<(f32, f64)> = None;
+    for (t, tp, fp) in sweep(scores, labels) {
+        let f1 = ratio(2 * tp, tp + fp + n_pos);
+        if best.is_none_or(|(_, b)| f1 > b) {
+            best = Some((t, f1));
+        }
+    }
+    best
+}
+
+/// Every distinct score from the highest down, with the true and false positives of the cut
+/// `score >= threshold` at it: `(threshold, tp, fp)`. The basis of best F1 and of ROC / PR curves.
+pub fn sweep(scores: &[f32], labels: &[bool]) -> Vec<(f32, usize, usize)> {
+    let mut idx: Vec<usize> = (0..scores.len().min(labels.len())).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a])); // descending
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut out = Vec::new();
     let mut i = 0;
     while i < idx.len() {
         let t = scores[idx[i]];
@@ -110,12 +123,9 @@ pub fn best_f1(scores: &[f32], labels: &[bool]) -> Option<(f32, f64)> {
             }
             i += 1;
         }
-        let f1 = ratio(2 * tp, tp + fp + n_pos);
-        if best.is_none_or(|(_, b)| f1 > b) {
-            best = Some((t, f1));
-        }
+        out.push((t, tp, fp));
     }
-    best
+    out
 }
 
 /// [`best_f1`] with the threshold moved to the middle of the gap between the best cut's score and

@@ -12,6 +12,7 @@ use crate::data::category::Category;
 use crate::data::loader;
 use crate::data::split::Item;
 use crate::eval::cam::CamMethod;
+use crate::eval::metrics::sweep;
 use crate::eval::{self, visual};
 use crate::train::classifier::{self as tc, ClassifierRunConfig};
 use crate::train::glass::{self as tg, GlassRunConfig};
@@ -160,7 +161,7 @@ fn epoch_lines(path: &Path) -> Vec<serde_json::Value> {
 pub fn roc_points(scores: &[f32], labels: &[bool]) -> Vec<(f64, f64)> {
     let (pos, neg) = counts(labels);
     let mut pts = vec![(0.0, 0.0)];
-    for (tp, fp) in sweep(scores, labels) {
+    for (_, tp, fp) in sweep(scores, labels) {
         pts.push((fp as f64 / neg.max(1) as f64, tp as f64 / pos.max(1) as f64));
     }
     pts
@@ -170,7 +171,7 @@ pub fn roc_points(scores: &[f32], labels: &[bool]) -> Vec<(f64, f64)> {
 pub fn pr_points(scores: &[f32], labels: &[bool]) -> Vec<(f64, f64)> {
     let (pos, _) = counts(labels);
     let mut pts = Vec::new();
-    for (tp, fp) in sweep(scores, labels) {
+    for (_, tp, fp) in sweep(scores, labels) {
         if tp + fp > 0 {
             if pts.is_empty() {
                 pts.push((0.0, tp as f64 / (tp + fp) as f64));
@@ -184,28 +185,6 @@ pub fn pr_points(scores: &[f32], labels: &[bool]) -> Vec<(f64, f64)> {
 fn counts(labels: &[bool]) -> (usize, usize) {
     let pos = labels.iter().filter(|&&l| l).count();
     (pos, labels.len() - pos)
-}
-
-/// (tp, fp) after each distinct score, scanning from the highest down.
-fn sweep(scores: &[f32], labels: &[bool]) -> Vec<(usize, usize)> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let (mut tp, mut fp) = (0, 0);
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < idx.len() {
-        let t = scores[idx[i]];
-        while i < idx.len() && scores[idx[i]] == t {
-            if labels[idx[i]] {
-                tp += 1;
-            } else {
-                fp += 1;
-            }
-            i += 1;
-        }
-        out.push((tp, fp));
-    }
-    out
 }
 
 /// Deterministic choice of at most `n` images: each model's lowest- and highest-scored image (its

@@ -287,7 +287,7 @@ impl Engine {
             Ok((a.iter().copied().collect(), a.shape().to_vec()))
         };
         match self.manifest.model_kind {
-            ModelKind::Glass => {
+            ModelKind::Glass | ModelKind::Patchcore => {
                 let (ps, shape) = view(0)?;
                 let (img, _) = view(1)?;
                 let image_score =
@@ -337,7 +337,7 @@ impl Engine {
         let t2 = Instant::now();
         let score = self.manifest.score_normalisation.apply(raw.image_score);
         let (grid, map) = match (self.manifest.model_kind, &self.manifest.anomaly_map) {
-            (ModelKind::Glass, Some(spec)) if raw.shape.len() == 2 => {
+            (kind, Some(spec)) if kind.has_map() && raw.shape.len() == 2 => {
                 let (gh, gw) = (raw.shape[0], raw.shape[1]);
                 let map = if with_map {
                     Some(

@@ -20,6 +20,84 @@ pub enum TrainCommand {
     /// on the user's classifier split (abnormals 50% x4 rotations / 25% / 25%; normals as the
     /// anomaly-detection split with the same seed); early stopping on validation AUROC.
     Classifier(Box<TrainClassifierArgs>),
+    /// Build a PatchCore memory bank (the training-free baseline; Roth et al., CVPR 2022) on the
+    /// anomaly-detection split's training normals: the backbone taps, aggregation and input size of
+    /// a GLASS preset, a greedy coreset of the patch features, 1-NN distance per patch, image score =
+    /// max. Validation is scored once; the test split is never read.
+    Patchcore(Box<TrainPatchcoreArgs>),
+}
+
+/// `host train patchcore` options.
+#[derive(Debug, Args)]
+pub struct TrainPatchcoreArgs {
+    /// The category folder in MVTec AD layout.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The run directory (config.json, checkpoint_best.safetensors = the bank, state.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The GLASS preset whose features (backbone, taps, aggregation, input size) the bank uses.
+    #[arg(long, value_enum, default_value = "edge")]
+    pub preset: Preset,
+    /// Bank size: `station` (default: <= 64 MB at fp32 and a search that costs no more FLOPs per
+    /// frame than the backbone), `full` (every training patch), a fraction in (0, 1] such as 0.01, or a
+    /// patch count.
+    #[arg(long, default_value = "station", value_parser = host::models::patchcore::CoresetSize::parse)]
+    pub coreset: host::models::patchcore::CoresetSize,
+    /// Square input size in pixels (a multiple of 32; default: the preset's).
+    #[arg(long)]
+    pub image_size: Option<i64>,
+    /// Where to compute: CUDA when libtorch sees a GPU (auto), or force cpu / cuda.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Backbone weights (safetensors). Default: $GLASS_EDGE_WEIGHTS/<backbone>.safetensors.
+    #[arg(long)]
+    pub backbone_weights: Option<PathBuf>,
+    /// Split seed (also seeds the coreset's projection and first point).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// libtorch threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Runs `host train patchcore`.
+fn run_train_patchcore(a: &TrainPatchcoreArgs) -> anyhow::Result<()> {
+    use host::models::patchcore::PatchCoreConfig;
+    use host::train::patchcore::{self as tp, PatchCoreTrainOptions};
+    let mut cfg = PatchCoreConfig::from_glass(&a.preset.config());
+    if let Some(v) = a.image_size {
+        cfg.image_size = v;
+    }
+    cfg.coreset = a.coreset;
+    cfg.seed = a.seed;
+    if let Err(e) = cfg.validate() {
+        bail!("invalid options: {e}");
+    }
+    let opts = PatchCoreTrainOptions {
+        data: a.data.clone(),
+        out: a.out.clone(),
+        device: a.device,
+        backbone_weights: a.backbone_weights.clone(),
+        threads: a.threads,
+        progress: show_progress(),
+    };
+    let state = tp::train(cfg, &opts).with_context(|| {
+        format!("building the PatchCore bank on {} into {}", a.data.display(), a.out.display())
+    })?;
+    let rc: tp::PatchCoreRunConfig = host::train::run::read_json(&a.out.join("config.json"))?;
+    println!(
+        "memory bank: {} of {} patches ({:.2} MB at fp32, nearest-neighbour search {:.2} GFLOP per \
+         frame) in {:.0} s; validation image AUROC {:.4} -> {}",
+        rc.bank.size,
+        rc.bank.train_patches,
+        rc.bank.bytes as f64 / 1e6,
+        rc.bank.search_gflop,
+        state.train_seconds,
+        state.best_val_auroc,
+        a.out.join("checkpoint_best.safetensors").display()
+    );
+    Ok(())
 }
 
 /// `host train classifier` options.
@@ -367,6 +445,7 @@ pub fn run_train(cmd: TrainCommand) -> anyhow::Result<()> {
             Ok(())
         }
         TrainCommand::Classifier(a) => run_train_classifier(&a),
+        TrainCommand::Patchcore(a) => run_train_patchcore(&a),
     }
 }
 
@@ -470,6 +549,9 @@ pub fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
     let rd = RunDir::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
     let m = match host::eval::run_model(&a.run).as_deref() {
         Some("glass") => host::eval::glass::evaluate(&rd, a.device, a.threads, show_progress()),
+        Some("patchcore") => {
+            host::eval::patchcore::evaluate(&rd, a.device, a.threads, show_progress())
+        }
         Some("classifier") => host::eval::classifier::evaluate(
             &rd,
             a.device,
@@ -479,7 +561,7 @@ pub fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
             show_progress(),
         ),
         other => bail!(
-            "{}: config.json has model {:?}; expected \"glass\" or \"classifier\"",
+            "{}: config.json has model {:?}; expected \"glass\", \"patchcore\" or \"classifier\"",
             a.run.display(),
             other
         ),
@@ -541,6 +623,32 @@ pub struct ExperimentArgs {
     /// Split and training seed of every run.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Several split seeds (comma-separated, e.g. 0,1,2,3,4): every run is repeated per seed (in
+    /// runs/<category>/seed-<s>/) and the tables report mean and standard deviation; overrides --seed.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<u64>,
+    /// Bank size of the PatchCore baseline: station (default), full, a fraction or a count.
+    #[arg(long, default_value = "station", value_parser = host::models::patchcore::CoresetSize::parse)]
+    pub patchcore_coreset: host::models::patchcore::CoresetSize,
+    /// GLASS: DTD-style texture folder for local anomaly synthesis (default: procedural textures).
+    #[arg(long)]
+    pub textures: Option<PathBuf>,
+    /// GLASS: foreground masks, FG_MASKS/<category>/<image file name> (restricts anomaly synthesis
+    /// to the part; default: none).
+    #[arg(long)]
+    pub fg_masks: Option<PathBuf>,
+    /// GLASS: override the preset's feature std (0 = the backbone's own scale).
+    #[arg(long)]
+    pub glass_feature_std: Option<f64>,
+    /// GLASS: override the preset's fraction of patch positions per iteration, in (0, 1].
+    #[arg(long)]
+    pub glass_patch_fraction: Option<f64>,
+    /// GLASS: override the map blur sigma (input pixels).
+    #[arg(long)]
+    pub glass_blur_sigma: Option<f32>,
+    /// GLASS: override the number of gradient-ascent steps.
+    #[arg(long)]
+    pub glass_ascent_steps: Option<usize>,
     /// Where to train: CUDA when libtorch sees a GPU (auto), or force cpu / cuda.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
@@ -582,7 +690,7 @@ pub fn run_experiment(a: ExperimentArgs) -> anyhow::Result<()> {
     use host::experiment::{self, ClassifierSpec, ExperimentOptions};
     use host::train::classifier::ClassifierConfig;
     let mut glass = a.glass_preset.config();
-    glass.seed = a.seed;
+    glass.seed = a.seeds.first().copied().unwrap_or(a.seed);
     if let Some(v) = a.image_size {
         glass.image_size = v;
     }
@@ -591,6 +699,21 @@ pub fn run_experiment(a: ExperimentArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.glass_patience {
         glass.patience = v;
+    }
+    if let Some(v) = a.glass_feature_std {
+        glass.feature_std = (v > 0.0).then_some(v);
+    }
+    if let Some(v) = a.glass_patch_fraction {
+        glass.patch_fraction = v;
+    }
+    if let Some(v) = a.glass_blur_sigma {
+        glass.blur_sigma = v;
+    }
+    if let Some(v) = a.glass_ascent_steps {
+        glass.ascent_steps = v;
+    }
+    if let Err(e) = glass.validate() {
+        bail!("invalid GLASS options: {e}");
     }
     let weights = key_values(&a.classifier_weights, "--classifier-weights")?;
     let mut classifiers = Vec::new();
@@ -623,6 +746,10 @@ pub fn run_experiment(a: ExperimentArgs) -> anyhow::Result<()> {
         threads: a.threads,
         max_strips: a.strips,
         progress: show_progress(),
+        seeds: a.seeds.clone(),
+        patchcore_coreset: a.patchcore_coreset,
+        textures: a.textures.clone(),
+        fg_masks: a.fg_masks.clone(),
     };
     let r =
         experiment::run(&opts).with_context(|| format!("experiment into {}", a.out.display()))?;

@@ -59,8 +59,10 @@ enum DataCommand {
     /// Validate a category folder and show its counts and both split protocols.
     ///
     /// Every image and mask is decoded. Errors (unreadable files, masks without images, defect images
-    /// without masks, mask/image size mismatches, missing folders) are listed with their paths and do
-    /// not stop the scan; the exit code is 1 when there is at least one error, 0 otherwise.
+    /// without masks in a defect type that has masks, mask/image size mismatches, missing folders) are
+    /// listed with their paths and do not stop the scan; the exit code is 1 when there is at least one
+    /// error, 0 otherwise. A category or defect type with no masks at all is a warning (image labels
+    /// only; pixel metrics leave those images out, or are null).
     Check(CheckArgs),
 }
 

@@ -121,6 +121,26 @@ pub enum ModelKind {
     Glass,
     /// Normal/abnormal (or multi-class) classifier, e.g. TinyViT. JSON `"classifier"`.
     Classifier,
+    /// PatchCore memory bank: nearest-neighbour patch distances, image score = max, anomaly map.
+    /// JSON `"patchcore"`.
+    Patchcore,
+}
+
+impl ModelKind {
+    /// True for the kinds whose outputs are a patch-score grid and an image score with an anomaly
+    /// map (GLASS, PatchCore).
+    pub fn has_map(self) -> bool {
+        matches!(self, ModelKind::Glass | ModelKind::Patchcore)
+    }
+
+    /// The JSON spelling (`"glass"`, `"classifier"`, `"patchcore"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Glass => "glass",
+            ModelKind::Classifier => "classifier",
+            ModelKind::Patchcore => "patchcore",
+        }
+    }
 }
 
 /// One model output tensor.
@@ -404,8 +424,16 @@ impl Manifest {
             return Err(invalid(path, "threshold.value", "must be finite"));
         }
         match (&self.anomaly_map, self.model_kind) {
-            (None, ModelKind::Glass) => {
-                return Err(invalid(path, "anomaly_map", "required for model_kind \"glass\""))
+            (None, kind) if kind.has_map() => {
+                return Err(invalid(
+                    path,
+                    "anomaly_map",
+                    if kind == ModelKind::Glass {
+                        "required for model_kind \"glass\""
+                    } else {
+                        "required for model_kind \"patchcore\""
+                    },
+                ))
             }
             (Some(m), _) => {
                 if m.width == 0 || m.height == 0 {
@@ -418,7 +446,7 @@ impl Manifest {
                     return Err(invalid(path, "anomaly_map", "needs finite lo < hi"));
                 }
             }
-            (None, ModelKind::Classifier) => {}
+            (None, _) => {}
         }
         for (s, i) in self.outputs.iter().zip(0..) {
             if s.name.is_empty() {

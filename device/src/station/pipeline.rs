@@ -47,6 +47,19 @@ pub struct Inspector {
     answers: Receiver<Answer>,
     window: Duration,
     map_size: (usize, usize),
+    map_range: (f32, f32),
+}
+
+/// Maps `lo..hi` onto `[0, 1]` (clamped); the identity for GLASS maps (0..1).
+fn unit_range(mut map: Vec<f32>, (lo, hi): (f32, f32)) -> Vec<f32> {
+    if lo == 0.0 && hi == 1.0 {
+        return map;
+    }
+    let span = (hi - lo).max(f32::EPSILON);
+    for v in &mut map {
+        *v = ((*v - lo) / span).clamp(0.0, 1.0);
+    }
+    map
 }
 
 impl Inspector {
@@ -60,6 +73,10 @@ impl Inspector {
             .as_ref()
             .map(|m| (m.width as usize, m.height as usize))
             .unwrap_or((0, 0));
+        // The station's outputs (wire thumbnail, overlays) take maps in [0, 1]: the manifest's
+        // `lo..hi` (GLASS 0..1, PatchCore the validation distance range) is mapped onto it.
+        let map_range =
+            engine.manifest().anomaly_map.as_ref().map(|m| (m.lo, m.hi)).unwrap_or((0.0, 1.0));
         std::thread::Builder::new()
             .name("inspect".into())
             .spawn(move || {
@@ -93,7 +110,7 @@ impl Inspector {
                 }
             })
             .ok();
-        Inspector { jobs, answers, window, map_size }
+        Inspector { jobs, answers, window, map_size, map_range }
     }
 
     /// Inspects one frame against `threshold`.
@@ -124,7 +141,7 @@ impl Inspector {
                 Ok((_, Ok((inf, rgb, w, h)))) => {
                     out.score = inf.score;
                     out.fail = inf.score.is_nan() || threshold.is_nan() || inf.score >= threshold;
-                    out.map = inf.map;
+                    out.map = inf.map.map(|m| unit_range(m, self.map_range));
                     out.frame = Some((rgb, w, h));
                 }
                 Ok((_, Err((fault, msg)))) => {

@@ -3,8 +3,10 @@
 //!
 //! Errors (each string starts with the offending file or folder): missing `train/good`, `test` or
 //! `test/good` folders, an empty `train/good`, images or masks that do not decode, masks without a
-//! defect image, defect images without a mask, and masks whose size differs from their image's.
-//! Warnings: empty masks, more than one image size, no defect types. Problems never abort the scan.
+//! defect image, defect images without a mask in a defect type that has masks, and masks whose size
+//! differs from their image's. Warnings: empty masks, more than one image size, no defect types, a
+//! category or defect type without any mask (image labels only: the warning says which pixel metrics
+//! will be absent). Problems never abort the scan.
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -165,7 +167,36 @@ pub fn check(root: &Path, seed: u64) -> Result<CheckReport> {
         ));
     }
 
+    // Image-level labels only (no masks at all, or none for a defect type) are common on real lines:
+    // a warning that says which pixel metrics will be absent, not an error. A type with some masks
+    // but not all is an error per missing mask (most likely a misnamed file).
+    let masked_types: Vec<&String> = cat
+        .defects
+        .iter()
+        .filter(|(_, l)| l.iter().any(|d| d.mask.is_some()))
+        .map(|(t, _)| t)
+        .collect();
+    if !cat.defects.is_empty() && masked_types.is_empty() {
+        warnings.push(format!(
+            "{}: no defect image has a mask: pixel AUROC and AUPRO will be null (image metrics only)",
+            cat.root.display()
+        ));
+    } else {
+        for (ty, list) in &cat.defects {
+            if !list.is_empty() && list.iter().all(|d| d.mask.is_none()) {
+                warnings.push(format!(
+                    "{}: defect type `{ty}` has no masks: its {} images are left out of pixel AUROC \
+                     and AUPRO (image metrics include them)",
+                    cat.root.join("test").join(ty).display(),
+                    list.len()
+                ));
+            }
+        }
+    }
     for (ty, list) in &cat.defects {
+        if !masked_types.contains(&ty) {
+            continue;
+        }
         for d in list {
             let Some(mask) = &d.mask else {
                 let stem = d

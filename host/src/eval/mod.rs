@@ -16,6 +16,7 @@ pub mod cam;
 pub mod classifier;
 pub mod glass;
 pub mod metrics;
+pub mod patchcore;
 pub mod visual;
 
 /// One scored image: the image score (higher = more abnormal) and, when asked for, the heat map at
@@ -58,8 +59,11 @@ pub struct SplitScores {
     pub valid: (Vec<f32>, Vec<bool>),
     /// Test scores, labels and defect types.
     pub test: (Vec<f32>, Vec<bool>, Vec<Option<String>>),
-    /// Pixel AUROC / AUPRO accumulators over every test image.
+    /// Pixel AUROC / AUPRO accumulators over the test images with pixel truth (normals, and
+    /// abnormals that have a mask).
     pub pixels: PixelMetrics,
+    /// How many test images went into `pixels`.
+    pub pixel_images: usize,
     /// Every scored image, for `scores.json`.
     pub records: ScoresFile,
 }
@@ -91,18 +95,28 @@ pub fn score_split(
     let (w, h) = (pp.width as usize, pp.height as usize);
     let mut pixels = PixelMetrics::default();
     let mut test = (Vec::new(), Vec::new(), Vec::new());
+    let mut pixel_images = 0usize;
     for item in &split.test {
         let sc = score(item, true)?;
-        let mask_t = loader::mask_tensor(item, pp)?;
-        let mask: Vec<bool> =
-            Vec::<f32>::try_from(mask_t.reshape([-1]))?.iter().map(|&v| v > 0.5).collect();
-        pixels.add(&sc.map, &mask, w, h);
+        // Pixel truth: a normal image is all good pixels; an abnormal one only with its mask (an
+        // abnormal image without one is left out rather than counted as all-good pixels).
+        let truth = item.label == Label::Normal || item.mask.is_some();
+        let mask: Option<Vec<bool>> = if truth {
+            let mask_t = loader::mask_tensor(item, pp)?;
+            Some(Vec::<f32>::try_from(mask_t.reshape([-1]))?.iter().map(|&v| v > 0.5).collect())
+        } else {
+            None
+        };
+        if let Some(mask) = &mask {
+            pixels.add(&sc.map, mask, w, h);
+            pixel_images += 1;
+        }
         if item.label == Label::Abnormal {
             let img = loader::load_rgb(&item.image, item.rotation)?;
             visual::write_strip(
                 &maps_dir.join(strip_name(item)),
                 &img,
-                Some(&mask),
+                mask.as_deref(),
                 &[(&sc.map, (0.0, 1.0))],
                 w as u32,
                 h as u32,
@@ -116,7 +130,7 @@ pub fn score_split(
         pb.inc(1);
     }
     pb.finish_and_clear();
-    Ok(SplitScores { valid, test, pixels, records })
+    Ok(SplitScores { valid, test, pixels, pixel_images, records })
 }
 
 fn record(item: &Item, score: f32) -> ScoreRecord {
@@ -211,6 +225,7 @@ impl Metrics {
         let per_defect_recall =
             hits.into_iter().map(|(k, (hit, n))| (k, hit as f64 / n as f64)).collect();
         let counts = split.counts();
+        let pixel_auroc = s.pixels.auroc();
         Metrics {
             model: facts.model,
             arch: facts.arch,
@@ -219,8 +234,9 @@ impl Metrics {
             n_test_normal: counts.test_normal,
             n_test_abnormal: counts.test_abnormal,
             image_auroc: metrics::auroc(ts, tl),
-            pixel_auroc: s.pixels.auroc(),
+            pixel_auroc,
             aupro: s.pixels.aupro(),
+            pixel_metric_images: if pixel_auroc.is_some() { s.pixel_images } else { 0 },
             threshold,
             threshold_method: "best_f1_validation".into(),
             accuracy: conf.accuracy(),
@@ -268,10 +284,15 @@ pub struct Metrics {
     pub n_test_abnormal: usize,
     /// Image-level AUROC on test.
     pub image_auroc: Option<f64>,
-    /// Pixel AUROC of the heat maps against the ground-truth masks (all test pixels).
+    /// Pixel AUROC of the heat maps against the ground-truth masks (pixels of the images counted in
+    /// `pixel_metric_images`); `null` without masks.
     pub pixel_auroc: Option<f64>,
     /// Standard AUPRO (FPR <= 0.3, normalised).
     pub aupro: Option<f64>,
+    /// Test images the pixel metrics cover: normals plus abnormals with a mask (0 when the pixel
+    /// metrics are null). Below the test-image count when some defect images have no mask.
+    #[serde(default)]
+    pub pixel_metric_images: usize,
     /// Decision threshold on the image score (chosen on validation).
     pub threshold: f32,
     /// How the threshold was chosen.

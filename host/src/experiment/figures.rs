@@ -34,6 +34,9 @@ pub struct Strip {
     pub glass: (f32, bool),
     /// Per classifier: abnormal probability and verdict at its validation threshold.
     pub classifiers: Vec<(f32, bool)>,
+    /// PatchCore image score and verdict at its validation threshold (when it ran).
+    #[serde(default)]
+    pub patchcore: Option<(f32, bool)>,
 }
 
 /// Figures of one category (paths relative to the report).
@@ -270,6 +273,15 @@ fn draw_strips(
     let grd = RunDir::open(&opts.out.join(&runs[0].dir))?;
     let gcfg: GlassRunConfig = run::read_json(&grd.config())?;
     let glass = tg::load_model(&gcfg, &grd.best(), device)?;
+    let pc = match runs.iter().position(|r| r.role == "patchcore") {
+        Some(i) => {
+            let rd = RunDir::open(&opts.out.join(&runs[i].dir))?;
+            let cfg: crate::train::patchcore::PatchCoreRunConfig = run::read_json(&rd.config())?;
+            let model = crate::train::patchcore::load_model(&cfg, &rd.best(), device)?;
+            Some((i, cfg, model))
+        }
+        None => None,
+    };
     let mut classifiers = Vec::new();
     for &i in &cls_idx {
         let rd = RunDir::open(&opts.out.join(&runs[i].dir))?;
@@ -279,6 +291,7 @@ fn draw_strips(
     }
     figs.strip_columns =
         std::iter::once(format!("{} map", runs[0].name))
+            .chain(pc.iter().map(|(i, _, _)| format!("{} map", runs[*i].name)))
             .chain(classifiers.iter().map(|(i, c, _)| {
                 format!("{} Grad-CAM ({})", runs[*i].name, c.classifier.cam_layer)
             }))
@@ -290,6 +303,18 @@ fn draw_strips(
         let item = &items[*idx];
         let g = eval::glass::score_item(&glass, &gcfg, item)?;
         let mut maps = vec![g.map];
+        let mut pc_verdict = None;
+        if let Some((i, cfg, model)) = &pc {
+            let p = eval::patchcore::score_item(model, cfg, item)?;
+            let (pw, ph) = (cfg.preprocess.width as usize, cfg.preprocess.height as usize);
+            maps.push(if (pw, ph) == (w, h) {
+                p.map
+            } else {
+                shared::preprocess::upsample_bilinear(&p.map, pw, ph, w, h)
+                    .map_err(|e| Error::Config(format!("resizing a PatchCore map: {e}")))?
+            });
+            pc_verdict = Some((p.score, p.score >= runs[*i].metrics.threshold));
+        }
         let mut verdicts = Vec::new();
         for (i, cfg, model) in &classifiers {
             let x = loader::image_tensor(item, &cfg.preprocess)?;
@@ -324,6 +349,7 @@ fn draw_strips(
             why: why.clone(),
             glass: (g.score, g.score >= runs[0].metrics.threshold),
             classifiers: verdicts,
+            patchcore: pc_verdict,
         });
         pb.inc(1);
     }

@@ -26,13 +26,16 @@ use crate::data::split::{Label, Split};
 use crate::eval::cam::CamMethod;
 use crate::eval::{self, EvalOutputs, Metrics, ScoresFile};
 use crate::models::glass::GlassConfig;
+use crate::models::patchcore::{CoresetSize, PatchCoreConfig};
 use crate::train::classifier::{self as tc, ClassifierConfig, ClassifierRunConfig};
 use crate::train::glass::{self as tg, GlassRunConfig};
+use crate::train::patchcore::{self as tp, PatchCoreRunConfig};
 use crate::train::run::{self, DeviceChoice, RunDir, TrainState};
 use crate::{Error, Result};
 
 pub mod figures;
 pub mod report;
+pub mod seeds;
 pub mod svg;
 
 /// The user's experiment-3 defect type per MVTec AD category.
@@ -79,6 +82,16 @@ pub struct ExperimentOptions {
     pub max_strips: usize,
     /// Progress bars.
     pub progress: bool,
+    /// Split seeds (every run is repeated per seed; empty = `glass.seed` only). With more than one,
+    /// runs live in `runs/<category>/seed-<s>/` and the tables report mean and sd over seeds.
+    pub seeds: Vec<u64>,
+    /// Bank size of the PatchCore baseline (on the GLASS preset's features).
+    pub patchcore_coreset: CoresetSize,
+    /// DTD-style texture folder for GLASS's local anomaly synthesis (default: procedural textures).
+    pub textures: Option<PathBuf>,
+    /// Foreground masks for GLASS's local anomaly synthesis: a folder per category,
+    /// `<fg_masks>/<category>/<image file name>` (default: none, the whole image).
+    pub fg_masks: Option<PathBuf>,
 }
 
 /// One evaluated run in `results.json`.
@@ -86,7 +99,7 @@ pub struct ExperimentOptions {
 pub struct RunResult {
     /// Category.
     pub category: String,
-    /// "glass", "classifier" (all defect types) or "unseen" (experiment 3).
+    /// "glass", "patchcore", "classifier" (all defect types) or "unseen" (experiment 3).
     pub role: String,
     /// Display name, e.g. "GLASS (edge)" or "efficientnet_lite0".
     pub name: String,
@@ -143,22 +156,56 @@ pub fn run(opts: &ExperimentOptions) -> Result<report::Results> {
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let t0 = Instant::now();
-    let mut results = report::Results::new(opts);
-    for cat in &opts.categories {
-        tracing::info!("category {cat}");
-        let outcome = run_category(opts, cat)?;
-        results.add_category(cat, outcome);
-        results.meta.wall_seconds = t0.elapsed().as_secs_f64();
-        results.finish();
-        report::write_all(&opts.out, &results)?;
+    let seeds = if opts.seeds.is_empty() { vec![opts.glass.seed] } else { opts.seeds.clone() };
+    let several = seeds.len() > 1;
+    let mut first: Option<report::Results> = None;
+    let mut per_seed: Vec<seeds::SeedTables> = Vec::new();
+    for &seed in &seeds {
+        let mut o = opts.clone();
+        o.glass.seed = seed;
+        let mut results = report::Results::new(&o);
+        for cat in &opts.categories {
+            tracing::info!("category {cat}, split seed {seed}");
+            let sub = |p: PathBuf| if several { p.join(format!("seed-{seed}")) } else { p };
+            let runs_dir = sub(opts.out.join("runs").join(cat));
+            let fig_dir = sub(opts.out.join("figures").join(cat));
+            let outcome = run_category(&o, cat, &runs_dir, &fig_dir)?;
+            results.add_category(cat, outcome);
+            results.meta.wall_seconds = t0.elapsed().as_secs_f64();
+            results.finish();
+            if !several {
+                report::write_all(&opts.out, &results)?;
+            } else {
+                // Write what is finished so far: earlier seeds complete, this one partial.
+                let mut tables = per_seed.clone();
+                tables.push(seeds::SeedTables::of(seed, &results));
+                let base = first.as_ref().unwrap_or(&results);
+                report::write_all(&opts.out, &seeds::combine(base, tables)?)?;
+            }
+        }
+        per_seed.push(seeds::SeedTables::of(seed, &results));
+        if first.is_none() {
+            first = Some(results);
+        }
     }
-    Ok(results)
+    let first = first.ok_or_else(|| Error::Config("no seeds".into()))?;
+    if !several {
+        return Ok(first);
+    }
+    let mut combined = seeds::combine(&first, per_seed)?;
+    combined.meta.wall_seconds = t0.elapsed().as_secs_f64();
+    report::write_all(&opts.out, &combined)?;
+    Ok(combined)
 }
 
-fn run_category(opts: &ExperimentOptions, cat: &str) -> Result<CategoryOutcome> {
+fn run_category(
+    opts: &ExperimentOptions,
+    cat: &str,
+    runs_dir: &Path,
+    fig_dir: &Path,
+) -> Result<CategoryOutcome> {
     let data = opts.data.join(cat);
     let category = Category::open(&data)?;
-    let runs_dir = opts.out.join("runs").join(cat);
     let mut runs = Vec::new();
     let mut scores = Vec::new();
 
@@ -167,6 +214,11 @@ fn run_category(opts: &ExperimentOptions, cat: &str) -> Result<CategoryOutcome> 
     let (g, gs) = ensure_glass(opts, &data, &gdir)?;
     scores.push(RunScores { name: g.name.clone(), scores: gs, threshold: g.metrics.threshold });
     runs.push(g);
+
+    // PatchCore on the same features (the training-free baseline).
+    let (p, ps) = ensure_patchcore(opts, &data, &runs_dir.join("patchcore"))?;
+    scores.push(RunScores { name: p.name.clone(), scores: ps, threshold: p.metrics.threshold });
+    runs.push(p);
 
     // Classifiers on every defect type, then experiment 3.
     let exp3 = exp3_defect(opts, &category)?;
@@ -184,8 +236,7 @@ fn run_category(opts: &ExperimentOptions, cat: &str) -> Result<CategoryOutcome> 
         runs.push(r);
     }
 
-    let fig_dir = opts.out.join("figures").join(cat);
-    let figures = figures::draw(opts, &category, &runs, &scores, &fig_dir)?;
+    let figures = figures::draw(opts, &category, &runs, &scores, fig_dir)?;
     Ok(CategoryOutcome {
         runs,
         scores: scores.into_iter().map(|s| s.scores).collect(),
@@ -290,13 +341,17 @@ fn ensure_glass(
         }
     }
     let state_before = read_state(dir);
+    let fg_masks = opts
+        .fg_masks
+        .as_ref()
+        .map(|d| d.join(data.file_name().map(|n| n.to_os_string()).unwrap_or_default()));
     let topts = tg::GlassTrainOptions {
         data: data.to_path_buf(),
         out: dir.to_path_buf(),
         device: opts.device,
         backbone_weights: None,
-        textures: None,
-        fg_masks: None,
+        textures: opts.textures.clone(),
+        fg_masks,
         threads: opts.threads,
         progress: opts.progress,
     };
@@ -316,6 +371,58 @@ fn ensure_glass(
             category: metrics.category.clone(),
             role: "glass".into(),
             name: format!("GLASS ({})", cfg.preset),
+            dir: rel(opts, dir),
+            metrics,
+            gradcampp: None,
+            checkpoint_bytes,
+            parameters,
+            eval_seconds,
+            reused: state_before.is_some_and(|s| s.finished) && eval_seconds.is_none(),
+        },
+        scores,
+    ))
+}
+
+fn ensure_patchcore(
+    opts: &ExperimentOptions,
+    data: &Path,
+    dir: &Path,
+) -> Result<(RunResult, ScoresFile)> {
+    let mut cfg = PatchCoreConfig::from_glass(&opts.glass);
+    cfg.coreset = opts.patchcore_coreset;
+    if dir.join("config.json").is_file() {
+        let old: PatchCoreRunConfig = run::read_json(&dir.join("config.json"))?;
+        let diff =
+            differing_keys(&serde_json::to_value(&old.patchcore)?, &serde_json::to_value(&cfg)?);
+        if !diff.is_empty() {
+            return Err(mismatch(dir, &diff));
+        }
+    }
+    let state_before = read_state(dir);
+    let topts = tp::PatchCoreTrainOptions {
+        data: data.to_path_buf(),
+        out: dir.to_path_buf(),
+        device: opts.device,
+        backbone_weights: None,
+        threads: opts.threads,
+        progress: opts.progress,
+    };
+    tp::train(cfg.clone(), &topts)?;
+    let rd = RunDir::open(dir)?;
+    let (metrics, eval_seconds) = if eval_is_current(&rd, &rd.metrics()) {
+        (run::read_json::<Metrics>(&rd.metrics())?, None)
+    } else {
+        let t = Instant::now();
+        let m = eval::patchcore::evaluate(&rd, opts.device, opts.threads, opts.progress)?;
+        (m, Some(t.elapsed().as_secs_f64()))
+    };
+    let scores: ScoresFile = run::read_json(&rd.root.join("scores.json"))?;
+    let (checkpoint_bytes, parameters) = checkpoint_facts(&rd.best());
+    Ok((
+        RunResult {
+            category: metrics.category.clone(),
+            role: "patchcore".into(),
+            name: format!("PatchCore ({} features)", cfg.preset),
             dir: rel(opts, dir),
             metrics,
             gradcampp: None,

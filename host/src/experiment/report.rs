@@ -53,6 +53,32 @@ pub struct Meta {
     pub written: String,
 }
 
+/// Spread of a row over split seeds: standard deviation (sample, n - 1) per numeric field that
+/// varied, and how many seeds the row's values are the mean of (1 for a single-seed report).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Spread {
+    /// Seeds averaged.
+    #[serde(default)]
+    pub n_seeds: usize,
+    /// Field name -> standard deviation over the seeds.
+    #[serde(default)]
+    pub sd: BTreeMap<String, f64>,
+}
+
+impl Spread {
+    /// The sd of `field` (0 when it did not vary or there is one seed).
+    pub fn of(&self, field: &str) -> f64 {
+        self.sd.get(field).copied().unwrap_or(0.0)
+    }
+}
+
+/// `null` (how serde_json writes NaN) reads back as NaN.
+pub(crate) fn f64_or_nan<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// Table 1 row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DetectionRow {
@@ -60,24 +86,33 @@ pub struct DetectionRow {
     pub category: String,
     /// Model display name.
     pub model: String,
-    /// "glass" or "classifier".
+    /// "glass", "patchcore" or "classifier".
     pub role: String,
     /// Oracle best F1 on test (as the user published).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub best_f1_test: f64,
     /// At the validation threshold.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub accuracy: f64,
     /// At the validation threshold.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub precision: f64,
     /// At the validation threshold.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub recall: f64,
     /// At the validation threshold.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub f1: f64,
     /// Test image AUROC.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub auroc: f64,
     /// The user's published best F1 for this kind of model on this category.
     pub published_best_f1: Option<f64>,
     /// Which published model that is.
     pub published_model: Option<String>,
+    /// Spread over split seeds.
+    #[serde(default)]
+    pub spread: Spread,
 }
 
 /// Table 2 row.
@@ -87,12 +122,17 @@ pub struct ExplanationRow {
     pub category: String,
     /// Heat map name, e.g. "GLASS (edge) map" or "efficientnet_lite0 Grad-CAM".
     pub heatmap: String,
-    /// "glass" or "classifier".
+    /// "glass", "patchcore" or "classifier".
     pub role: String,
     /// Pixel AUROC against the masks.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub pixel_auroc: f64,
     /// AUPRO (FPR <= 0.3).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub aupro: f64,
+    /// Spread over split seeds.
+    #[serde(default)]
+    pub spread: Spread,
 }
 
 /// Table 3 row: one defect type of one category.
@@ -109,11 +149,20 @@ pub struct UnseenRow {
     /// Test images of this type (the classifier split's test quarter).
     pub n_images: usize,
     /// Recall of the experiment-3 classifier at its validation threshold.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub classifier_recall: f64,
     /// Recall of the same architecture trained on every type (same images).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub classifier_all_types_recall: f64,
     /// GLASS recall at its validation threshold on the same images.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub glass_recall: f64,
+    /// PatchCore recall at its validation threshold on the same images (when it ran).
+    #[serde(default)]
+    pub patchcore_recall: Option<f64>,
+    /// Spread over split seeds.
+    #[serde(default)]
+    pub spread: Spread,
 }
 
 /// One of the user's three findings, judged from the numbers.
@@ -157,6 +206,13 @@ pub struct Results {
     pub unseen: Vec<UnseenRow>,
     /// The three findings.
     pub conclusion: Vec<Finding>,
+    /// Split seeds of the runs; with more than one, the tables above hold the mean over seeds with
+    /// the standard deviation in each row's `spread`, and `per_seed` the single-seed tables.
+    #[serde(default)]
+    pub seeds: Vec<u64>,
+    /// Per split seed: its own tables (as a single-seed report would have them).
+    #[serde(default)]
+    pub per_seed: Vec<super::seeds::SeedTables>,
 }
 
 fn first_line(cmd: &str, args: &[&str]) -> Option<String> {
@@ -236,6 +292,8 @@ impl Results {
             explanation: Vec::new(),
             unseen: Vec::new(),
             conclusion: Vec::new(),
+            seeds: vec![opts.glass.seed],
+            per_seed: Vec::new(),
         }
     }
 
@@ -248,11 +306,11 @@ impl Results {
         let runs = &outcome.runs;
         for r in runs.iter().filter(|r| r.role != "unseen") {
             let m = &r.metrics;
-            let published = PUBLISHED_BEST_F1.iter().find(|p| p.0 == name).map(|p| {
-                if r.role == "glass" {
-                    (p.1, "GLASS (user)".to_string())
-                } else {
-                    (p.2, "TinyViT-21M-512 (user)".to_string())
+            let published = PUBLISHED_BEST_F1.iter().find(|p| p.0 == name).and_then(|p| {
+                match r.role.as_str() {
+                    "glass" => Some((p.1, "GLASS (published)".to_string())),
+                    "classifier" => Some((p.2, "TinyViT-21M-512 (published)".to_string())),
+                    _ => None,
                 }
             });
             self.detection.push(DetectionRow {
@@ -267,11 +325,12 @@ impl Results {
                 auroc: m.image_auroc.unwrap_or(f64::NAN),
                 published_best_f1: published.as_ref().map(|p| p.0),
                 published_model: published.map(|p| p.1),
+                spread: Spread::default(),
             });
-            let heatmap = if r.role == "glass" {
-                format!("{} map", r.name)
-            } else {
+            let heatmap = if r.role == "classifier" {
                 format!("{} Grad-CAM", r.name)
+            } else {
+                format!("{} map", r.name)
             };
             self.explanation.push(ExplanationRow {
                 category: name.into(),
@@ -279,6 +338,7 @@ impl Results {
                 role: r.role.clone(),
                 pixel_auroc: m.pixel_auroc.unwrap_or(f64::NAN),
                 aupro: m.aupro.unwrap_or(f64::NAN),
+                spread: Spread::default(),
             });
             if let Some((px, pro)) = r.gradcampp {
                 self.explanation.push(ExplanationRow {
@@ -287,6 +347,7 @@ impl Results {
                     role: r.role.clone(),
                     pixel_auroc: px.unwrap_or(f64::NAN),
                     aupro: pro.unwrap_or(f64::NAN),
+                    spread: Spread::default(),
                 });
             }
         }
@@ -296,22 +357,31 @@ impl Results {
         let glass_scores: HashMap<&Path, f32> = glass_idx
             .map(|i| scores[i].test.iter().map(|r| (r.file.as_path(), r.score)).collect())
             .unwrap_or_default();
+        let pc_idx = runs.iter().position(|r| r.role == "patchcore");
+        let pc_thr = pc_idx.map(|i| runs[i].metrics.threshold).unwrap_or(f32::INFINITY);
+        let pc_scores: HashMap<&Path, f32> = pc_idx
+            .map(|i| scores[i].test.iter().map(|r| (r.file.as_path(), r.score)).collect())
+            .unwrap_or_default();
         for (i, r) in runs.iter().enumerate().filter(|(_, r)| r.role == "unseen") {
             let full = runs
                 .iter()
                 .position(|f| f.role == "classifier" && f.metrics.arch == r.metrics.arch);
             let seen = r.metrics.seen_defects.clone().unwrap_or_default();
-            let mut per_type: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+            // Per type: (GLASS hits, PatchCore hits, images).
+            let mut per_type: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
             for rec in scores[i].test.iter() {
                 if let Some(d) = rec.defect.as_deref() {
                     let e = per_type.entry(d).or_default();
-                    e.1 += 1;
+                    e.2 += 1;
                     if glass_scores.get(rec.file.as_path()).is_some_and(|&s| s >= glass_thr) {
                         e.0 += 1;
                     }
+                    if pc_scores.get(rec.file.as_path()).is_some_and(|&s| s >= pc_thr) {
+                        e.1 += 1;
+                    }
                 }
             }
-            for (d, (glass_hits, n)) in per_type {
+            for (d, (glass_hits, pc_hits, n)) in per_type {
                 self.unseen.push(UnseenRow {
                     category: name.into(),
                     defect: d.into(),
@@ -323,6 +393,8 @@ impl Results {
                         .and_then(|f| runs[f].metrics.per_defect_recall.get(d).copied())
                         .unwrap_or(f64::NAN),
                     glass_recall: glass_hits as f64 / n.max(1) as f64,
+                    patchcore_recall: pc_idx.map(|_| pc_hits as f64 / n.max(1) as f64),
+                    spread: Spread::default(),
                 });
             }
         }
@@ -364,6 +436,7 @@ impl Results {
                     published_best_f1: all_published
                         .then(|| published.iter().sum::<f64>() / published.len() as f64),
                     published_model: rows.first().and_then(|r| r.published_model.clone()),
+                    spread: Spread::default(),
                 });
             }
             let maps = unique(self.explanation.iter().map(|r| (r.heatmap.clone(), r.role.clone())));
@@ -377,6 +450,7 @@ impl Results {
                     role,
                     pixel_auroc: rows.iter().map(|r| r.pixel_auroc).sum::<f64>() / n,
                     aupro: rows.iter().map(|r| r.aupro).sum::<f64>() / n,
+                    spread: Spread::default(),
                 });
             }
         }
@@ -403,17 +477,73 @@ pub fn pct(v: f64) -> String {
     }
 }
 
-/// "holds" when GLASS is ahead in all `total` comparisons, "does not hold" when it is behind or level
-/// in all of them, "mixed" otherwise.
+/// How one comparison came out, after the spread over seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    /// GLASS ahead by more than the spread.
+    Ahead,
+    /// Within the spread (or equal).
+    Level,
+    /// GLASS behind by more than the spread.
+    Behind,
+}
+
+/// Compares GLASS's `g` with the other model's `c`: a difference counts only when it exceeds the
+/// larger of the two standard deviations over seeds (0 with one seed: any difference counts).
+pub fn compare(g: f64, g_sd: f64, c: f64, c_sd: f64) -> Cmp {
+    let spread = g_sd.max(c_sd).max(0.0);
+    if g - c > spread {
+        Cmp::Ahead
+    } else if c - g > spread {
+        Cmp::Behind
+    } else {
+        Cmp::Level
+    }
+}
+
+/// "holds" when GLASS is ahead in all `total` comparisons, "does not hold" when it is behind in at
+/// least one and ahead in none, "inconclusive" when every comparison is within the spread, "mixed"
+/// otherwise.
 fn verdict(better: usize, worse: usize, total: usize) -> String {
     if total > 0 && better == total {
         "holds"
-    } else if total > 0 && worse == total {
+    } else if total > 0 && better == 0 && worse > 0 {
         "does not hold"
+    } else if total > 0 && better == 0 && worse == 0 {
+        "inconclusive"
     } else {
         "mixed"
     }
     .into()
+}
+
+/// Mean over rows of each row's sd of `field` (the spread of a per-category mean).
+fn sd_of<T: HasSpread>(rows: &[&T], field: &str) -> f64 {
+    rows.iter().map(|r| r.spread().of(field)).sum::<f64>() / rows.len().max(1) as f64
+}
+
+/// Rows that carry a [`Spread`].
+trait HasSpread {
+    fn spread(&self) -> &Spread;
+}
+impl HasSpread for DetectionRow {
+    fn spread(&self) -> &Spread {
+        &self.spread
+    }
+}
+impl HasSpread for ExplanationRow {
+    fn spread(&self) -> &Spread {
+        &self.spread
+    }
+}
+
+/// " ± sd" when the value is a mean over several seeds.
+fn pm(sd: f64) -> String {
+    if sd > 0.0 {
+        format!(" ± {:.1}", 100.0 * sd)
+    } else {
+        String::new()
+    }
 }
 
 fn mean_of<T>(rows: &[&T], f: impl Fn(&T) -> f64) -> f64 {
@@ -422,7 +552,7 @@ fn mean_of<T>(rows: &[&T], f: impl Fn(&T) -> f64) -> f64 {
 
 /// The three findings from the tables: each compares GLASS with every classifier; a finding holds
 /// when GLASS is ahead in every comparison, does not hold when it is behind or level in all of them.
-fn conclude(r: &Results) -> Vec<Finding> {
+pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
     let cats: Vec<&str> = r.categories.iter().map(|c| c.name.as_str()).collect();
     let per_cat = |role: &str, model: Option<&str>| -> Vec<&DetectionRow> {
         r.detection
@@ -458,19 +588,26 @@ fn conclude(r: &Results) -> Vec<Finding> {
                 matches!((g, k), (Some(g), Some(k)) if g > k)
             })
             .count();
-        if gf > cf && gr >= cr {
-            better += 1;
-        } else if gf <= cf && gr <= cr {
-            worse += 1;
+        let (gfs, cfs) = (sd_of(&glass, "best_f1_test"), sd_of(&c, "best_f1_test"));
+        let (grs, crs) = (sd_of(&glass, "recall"), sd_of(&c, "recall"));
+        match (compare(gf, gfs, cf, cfs), compare(gr, grs, cr, crs)) {
+            (Cmp::Ahead, r) if r != Cmp::Behind => better += 1,
+            (Cmp::Behind, r) if r != Cmp::Ahead => worse += 1,
+            (Cmp::Level, Cmp::Behind) => worse += 1,
+            _ => {}
         }
         ev.push(format!(
-            "GLASS mean best-F1 {} vs {model} {} (GLASS ahead on {wins} of {} categories); recall at \
-             the validation threshold {} vs {}",
+            "GLASS mean best-F1 {}{} vs {model} {}{} (GLASS ahead on {wins} of {} categories); \
+             recall at the validation threshold {}{} vs {}{}",
             pct(gf),
+            pm(gfs),
             pct(cf),
+            pm(cfs),
             cats.len(),
             pct(gr),
-            pct(cr)
+            pm(grs),
+            pct(cr),
+            pm(crs)
         ));
     }
     out.push(Finding {
@@ -501,10 +638,12 @@ fn conclude(r: &Results) -> Vec<Finding> {
     for (cam, _) in &cams {
         let rows = ex(&|e| e.heatmap == *cam);
         let (px, pro) = (mean_of(&rows, |e| e.pixel_auroc), mean_of(&rows, |e| e.aupro));
-        if gpx > px && gpro > pro {
-            better += 1;
-        } else if gpx <= px && gpro <= pro {
-            worse += 1;
+        let a = compare(gpx, sd_of(&gmaps, "pixel_auroc"), px, sd_of(&rows, "pixel_auroc"));
+        let b = compare(gpro, sd_of(&gmaps, "aupro"), pro, sd_of(&rows, "aupro"));
+        match (a, b) {
+            (Cmp::Ahead, Cmp::Ahead) => better += 1,
+            (Cmp::Behind, _) | (_, Cmp::Behind) => worse += 1,
+            _ => {}
         }
         ev.push(format!(
             "GLASS map pixel AUROC {} / AUPRO {} vs {cam} {} / {}",
@@ -538,10 +677,13 @@ fn conclude(r: &Results) -> Vec<Finding> {
             w(|u| u.glass_recall),
             w(|u| u.classifier_all_types_recall),
         );
-        if c < g {
-            better += 1;
-        } else {
-            worse += 1;
+        let sd = |field: &str| {
+            rows.iter().map(|u| u.spread.of(field)).sum::<f64>() / rows.len().max(1) as f64
+        };
+        match compare(g, sd("glass_recall"), c, sd("classifier_recall")) {
+            Cmp::Ahead => better += 1,
+            Cmp::Behind => worse += 1,
+            Cmp::Level => {}
         }
         ev.push(format!(
             "on {n} test images of defect types it never saw, {cls} recalls {} (the same \
@@ -579,20 +721,26 @@ fn opt_pct(v: Option<f64>) -> String {
     v.map(pct).unwrap_or_else(|| "".into())
 }
 
+/// A percentage with its spread over seeds (`71.2% ± 3.4`).
+fn pct_sd(v: f64, spread: &Spread, field: &str) -> String {
+    format!("{}{}", pct(v), if v.is_finite() { pm(spread.of(field)) } else { String::new() })
+}
+
 /// Table 1 rows as cells.
 fn detection_cells(r: &Results) -> Vec<Vec<String>> {
     r.detection
         .iter()
         .map(|d| {
+            let sp = &d.spread;
             vec![
                 d.category.clone(),
                 d.model.clone(),
-                pct(d.best_f1_test),
-                pct(d.accuracy),
-                pct(d.precision),
-                pct(d.recall),
-                pct(d.f1),
-                pct(d.auroc),
+                pct_sd(d.best_f1_test, sp, "best_f1_test"),
+                pct_sd(d.accuracy, sp, "accuracy"),
+                pct_sd(d.precision, sp, "precision"),
+                pct_sd(d.recall, sp, "recall"),
+                pct_sd(d.f1, sp, "f1"),
+                pct_sd(d.auroc, sp, "auroc"),
                 match (&d.published_best_f1, &d.published_model) {
                     (Some(v), Some(m)) => format!("{} ({m})", pct(*v)),
                     _ => opt_pct(d.published_best_f1),
@@ -617,7 +765,14 @@ const DETECTION_HEAD: [&str; 9] = [
 fn explanation_cells(r: &Results) -> Vec<Vec<String>> {
     r.explanation
         .iter()
-        .map(|e| vec![e.category.clone(), e.heatmap.clone(), pct(e.pixel_auroc), pct(e.aupro)])
+        .map(|e| {
+            vec![
+                e.category.clone(),
+                e.heatmap.clone(),
+                pct_sd(e.pixel_auroc, &e.spread, "pixel_auroc"),
+                pct_sd(e.aupro, &e.spread, "aupro"),
+            ]
+        })
         .collect()
 }
 
@@ -633,15 +788,18 @@ fn unseen_cells(r: &Results) -> Vec<Vec<String>> {
                 if u.seen { "seen" } else { "unseen" }.into(),
                 u.n_images.to_string(),
                 u.classifier.clone(),
-                pct(u.classifier_recall),
-                pct(u.classifier_all_types_recall),
-                pct(u.glass_recall),
+                pct_sd(u.classifier_recall, &u.spread, "classifier_recall"),
+                pct_sd(u.classifier_all_types_recall, &u.spread, "classifier_all_types_recall"),
+                pct_sd(u.glass_recall, &u.spread, "glass_recall"),
+                u.patchcore_recall
+                    .map(|v| pct_sd(v, &u.spread, "patchcore_recall"))
+                    .unwrap_or_else(|| "n/a".into()),
             ]
         })
         .collect()
 }
 
-const UNSEEN_HEAD: [&str; 8] = [
+const UNSEEN_HEAD: [&str; 9] = [
     "category",
     "defect type",
     "in classifier training",
@@ -650,6 +808,7 @@ const UNSEEN_HEAD: [&str; 8] = [
     "classifier recall",
     "same arch, all types",
     "GLASS recall",
+    "PatchCore recall",
 ];
 
 fn md_table(head: &[&str], rows: &[Vec<String>]) -> String {
@@ -752,6 +911,15 @@ pub fn markdown(r: &Results) -> String {
     for f in &r.conclusion {
         let _ = writeln!(s, "{}. **{}**: {} {}\n", f.id, f.verdict, f.claim, f.evidence);
     }
+    if r.seeds.len() > 1 {
+        let _ = writeln!(
+            s,
+            "Every number is the mean over split seeds {} with its standard deviation (± points); \
+             the single-seed tables are in results.json (`per_seed`). A difference counts in the \
+             conclusion only when it exceeds the larger standard deviation.\n",
+            seeds_text(r)
+        );
+    }
     s.push_str("## Table 1: detection (test split; positive = abnormal)\n\n");
     s.push_str(
         "Best F1 is the oracle threshold on test, as the user published; accuracy, precision, \
@@ -780,6 +948,14 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "- {k}: {v}");
     }
     s
+}
+
+fn seeds_text(r: &Results) -> String {
+    if r.seeds.is_empty() {
+        r.meta.seed.to_string()
+    } else {
+        r.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -830,11 +1006,11 @@ pub fn html_page(r: &Results) -> String {
     let cats: Vec<&str> = r.categories.iter().map(|c| c.name.as_str()).collect();
     let _ = write!(
         s,
-        "<h1>Anomaly detection vs classification</h1><p>{} on {} &middot; seed {} &middot; GLASS \
-         preset {}</p>",
+        "<h1>Anomaly detection vs classification</h1><p>{} on {} &middot; split seed(s) {} \
+         &middot; GLASS preset {}</p>",
         esc(&cats.join(", ")),
         esc(&r.meta.data),
-        r.meta.seed,
+        seeds_text(r),
         esc(&r.meta.glass_preset)
     );
     s.push_str("<h2>Conclusion</h2>");
@@ -847,6 +1023,17 @@ pub fn html_page(r: &Results) -> String {
             esc(&f.verdict),
             esc(&f.claim),
             esc(&f.evidence)
+        );
+    }
+    if r.seeds.len() > 1 {
+        let _ = write!(
+            s,
+            "<p>Every number is the mean over split seeds {} with its standard deviation (± \
+             points); the single-seed tables are in results.json (<code>per_seed</code>). A \
+             difference counts in the conclusion only when it exceeds the larger standard \
+             deviation. Figures and strips show seed {}.</p>",
+            seeds_text(r),
+            r.seeds.first().copied().unwrap_or(0)
         );
     }
     s.push_str("<h2>Table 1: detection</h2><p>Test split, positive = abnormal. Best F1 is the \
@@ -878,6 +1065,7 @@ pub fn html_page(r: &Results) -> String {
         }
         for st in &f.strips {
             let verdicts: Vec<String> = std::iter::once(("GLASS", st.glass))
+                .chain(st.patchcore.map(|v| ("PatchCore", v)))
                 .chain(st.classifiers.iter().map(|v| ("classifier", *v)))
                 .map(|(who, (score, fail))| {
                     format!("{who} {score:.3} ({})", if fail { "fail" } else { "pass" })

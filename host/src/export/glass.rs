@@ -117,7 +117,7 @@ impl Emitter {
     }
 
     /// EfficientNet-Lite0 trunk to the two taps; tracks the spatial size for TF-SAME pads.
-    fn lite0(&mut self, x: &str, size: i64) -> Result<(String, String)> {
+    pub(super) fn lite0(&mut self, x: &str, size: i64) -> Result<(String, String)> {
         let (s8, y, _) = self.lite0_blocks(x, size, S16_BLOCK)?;
         let s8 = s8.ok_or_else(|| Error::Config("lite0: stride-8 tap missing".into()))?;
         Ok((s8, y))
@@ -188,7 +188,7 @@ impl Emitter {
     }
 
     /// torchvision wide_resnet50_2 to layer2 and layer3.
-    fn wrn50_2(&mut self, x: &str) -> Result<(String, String)> {
+    pub(super) fn wrn50_2(&mut self, x: &str) -> Result<(String, String)> {
         let eps = wide_resnet::BN_EPS;
         let y = self.conv_bn(x, "conv1", "bn1", eps, 2, [3; 4], 1, Some("relu"))?;
         let mut y = self.g.node(
@@ -263,7 +263,7 @@ impl Emitter {
     }
 
     /// The aggregation of one level: `[B, C, h, w] -> [B, d, h, w]` (see `models::glass::aggregator`).
-    fn group_mean(&mut self, x: &str, c: i64, d: i64) -> Result<String> {
+    pub(super) fn group_mean(&mut self, x: &str, c: i64, d: i64) -> Result<String> {
         let g = c * 9 / d;
         if g == 9 {
             return Ok(self.g.node(
@@ -295,6 +295,45 @@ impl Emitter {
     }
 }
 
+impl Emitter {
+    /// The graph input `[batch, 3, s, s]`, the backbone's two taps, their 3x3 aggregation and the
+    /// stride-16 level upsampled to the stride-8 grid (Resize linear, half_pixel), concatenated:
+    /// `[batch, d8 + d16, s/8, s/8]`. Shared by the GLASS and PatchCore graphs.
+    pub(super) fn patch_features(
+        &mut self,
+        backbone: BackboneKind,
+        embed_dims: [i64; 2],
+        s: i64,
+        batch: &Dim,
+    ) -> Result<String> {
+        let x = self.g.input(INPUT, &[batch.clone(), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)]);
+        let (c8, c16, (l8, l16)) = match backbone {
+            BackboneKind::EfficientnetLite0 => {
+                let (a, b) = crate::models::backbone::EfficientNetLite0::CHANNELS;
+                (a, b, self.lite0(&x, s)?)
+            }
+            BackboneKind::WideResnet50_2 => {
+                let (a, b) = crate::models::backbone::WideResNet50_2::CHANNELS;
+                (a, b, self.wrn50_2(&x)?)
+            }
+        };
+        let a8 = self.group_mean(&l8, c8, embed_dims[0])?;
+        let a16 = self.group_mean(&l16, c16, embed_dims[1])?;
+        let roi = self.g.init_f32("roi", &[0], &[]);
+        let scales = self.g.init_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]);
+        let up = self.g.node(
+            "Resize",
+            &[&a16, &roi, &scales],
+            &[
+                ("mode", Attr::Str("linear")),
+                ("coordinate_transformation_mode", Attr::Str("half_pixel")),
+            ],
+            None,
+        );
+        Ok(self.g.node("Concat", &[&a8, &up], &[("axis", Attr::Int(1))], None))
+    }
+}
+
 /// Builds the GLASS graph for `glass` at its configured image size.
 pub fn build(glass: &Glass) -> Result<tract_onnx::pb::ModelProto> {
     let cfg = &glass.cfg;
@@ -312,31 +351,7 @@ pub fn build(glass: &Glass) -> Result<tract_onnx::pb::ModelProto> {
     }
     let mut e = Emitter::new(vars);
     let batch = Dim::Param("batch");
-    let x = e.g.input(INPUT, &[batch.clone(), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)]);
-    let (c8, c16, (l8, l16)) = match cfg.backbone {
-        BackboneKind::EfficientnetLite0 => {
-            let (a, b) = crate::models::backbone::EfficientNetLite0::CHANNELS;
-            (a, b, e.lite0(&x, s)?)
-        }
-        BackboneKind::WideResnet50_2 => {
-            let (a, b) = crate::models::backbone::WideResNet50_2::CHANNELS;
-            (a, b, e.wrn50_2(&x)?)
-        }
-    };
-    let a8 = e.group_mean(&l8, c8, cfg.embed_dims[0])?;
-    let a16 = e.group_mean(&l16, c16, cfg.embed_dims[1])?;
-    let roi = e.g.init_f32("roi", &[0], &[]);
-    let scales = e.g.init_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]);
-    let up = e.g.node(
-        "Resize",
-        &[&a16, &roi, &scales],
-        &[
-            ("mode", Attr::Str("linear")),
-            ("coordinate_transformation_mode", Attr::Str("half_pixel")),
-        ],
-        None,
-    );
-    let feat = e.g.node("Concat", &[&a8, &up], &[("axis", Attr::Int(1))], None);
+    let feat = e.patch_features(cfg.backbone, cfg.embed_dims, s, &batch)?;
 
     // The run's feature scale divides the aggregated features: fold it into the projection weights.
     let pw = e.var("pre_projection.layers.0fc.weight")? / glass.cfg.feature_scale;

@@ -28,6 +28,7 @@ use crate::{Error, Result};
 pub mod classifier;
 pub mod glass;
 pub mod onnx;
+pub mod patchcore;
 pub mod quant;
 
 /// fp32 ONNX file name in a bundle.
@@ -136,9 +137,10 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
     let (man, valid) = match probe.get("model").and_then(|m| m.as_str()) {
         Some("glass") => glass_bundle(opts, &rd)?,
         Some("classifier") => classifier_bundle(opts, &rd)?,
+        Some("patchcore") => patchcore_bundle(opts, &rd)?,
         Some(other) => {
             return Err(Error::Config(format!(
-                "{}: unknown model `{other}` (expected glass or classifier)",
+                "{}: unknown model `{other}` (expected glass, patchcore or classifier)",
                 rd.config().display()
             )))
         }
@@ -226,6 +228,108 @@ fn glass_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec<Item
         files: Files { fp32: FileRef::from_file(&opts.out, FP32_FILE)?, int8: int8_ref },
         metrics: None,
         provenance: provenance(&cfg.data, &cfg.category, cfg.split_seed, &state),
+    };
+    Ok((man, split.valid))
+}
+
+/// Steps 1-4 for PatchCore: fp32 graph (bank as initializers), golden vectors (`input`,
+/// `patch_scores`, `image_score`, `map`), int8 graph (the backbone only; the distance stays fp32),
+/// provisional manifest with the bank's size and cost. The map spec's range is the run's validation
+/// distance range.
+fn patchcore_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec<Item>)> {
+    use crate::train::patchcore::{self as tp, PatchCoreRunConfig};
+    let cfg: PatchCoreRunConfig = run::read_json(&rd.config())?;
+    let state: TrainState = run::read_json(&rd.state())?;
+    let pc_model = tp::load_model(&cfg, &rd.best(), Device::Cpu)?;
+    let model = patchcore::build(&pc_model)?;
+    onnx::write_model(&model, &opts.out.join(FP32_FILE))?;
+
+    let category = Category::open(&cfg.data)?;
+    let split = Split::anomaly_detection(&category, cfg.split_seed);
+    let gitems = golden_items(&split.valid, opts.golden.max(1));
+    let mut inputs = Vec::new();
+    for item in &gitems {
+        inputs.push(loader::image_tensor(item, &cfg.preprocess)?);
+    }
+    let x = Tensor::stack(&inputs, 0);
+    let ps = pc_model.patch_scores(&x);
+    let img = Tensor::amax(&ps, [1, 2], false);
+    let (n, gh, gw) = ps.size3()?;
+    let s = cfg.patchcore.image_size;
+    let mut maps = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let v: Vec<f32> = Vec::<f32>::try_from(ps.get(i).reshape([-1]))?;
+        let m = shared::preprocess::glass_postprocess(
+            &v,
+            gw as usize,
+            gh as usize,
+            s as usize,
+            s as usize,
+            cfg.patchcore.blur_sigma,
+        )
+        .map_err(|e| Error::Config(format!("map post-processing: {e}")))?;
+        maps.push(Tensor::from_slice(&m).view([s, s]));
+    }
+    let maps = Tensor::stack(&maps, 0);
+    Tensor::write_npz(
+        &[("input", &x), ("patch_scores", &ps), ("image_score", &img), ("map", &maps)],
+        opts.out.join(GOLDEN_FILE),
+    )?;
+
+    let int8_ref = if opts.int8 {
+        let calib: Vec<&Item> = split.train.iter().take(opts.calib.max(1)).collect();
+        let tag = format!("{}-patchcore", cfg.category);
+        let q = quant::quantize(
+            &model,
+            &calib,
+            &cfg.preprocess,
+            &tag,
+            &["bank", "aggregate"],
+            opts.progress,
+        )?;
+        onnx::write_model(&q, &opts.out.join(INT8_FILE))?;
+        Some(FileRef::from_file(&opts.out, INT8_FILE)?)
+    } else {
+        None
+    };
+
+    let grid = s / 8;
+    let mut provenance = provenance(&cfg.data, &cfg.category, cfg.split_seed, &state);
+    provenance.metrics.insert("bank".into(), serde_json::to_value(&cfg.bank)?);
+    let man = Manifest {
+        schema_version: manifest::SCHEMA_VERSION,
+        model_kind: ModelKind::Patchcore,
+        architecture: format!("patchcore/{}", cfg.patchcore.backbone.name()),
+        backbone: cfg.patchcore.backbone.name().to_string(),
+        input: cfg.preprocess.clone(),
+        classes: vec![],
+        outputs: vec![
+            OutputSpec {
+                name: glass::PATCH_SCORES.into(),
+                shape: vec![-1, grid, grid],
+                meaning: format!(
+                    "per-patch distance to the nearest of {} memory-bank features at stride 8",
+                    cfg.bank.size
+                ),
+            },
+            OutputSpec {
+                name: glass::IMAGE_SCORE.into(),
+                shape: vec![-1],
+                meaning: "image score: max of the patch distances".into(),
+            },
+        ],
+        score_normalisation: ScoreNormalisation::default(),
+        threshold: provisional_threshold(),
+        anomaly_map: Some(AnomalyMapSpec {
+            width: s as u32,
+            height: s as u32,
+            blur_sigma: cfg.patchcore.blur_sigma,
+            lo: cfg.map_range[0],
+            hi: cfg.map_range[1],
+        }),
+        files: Files { fp32: FileRef::from_file(&opts.out, FP32_FILE)?, int8: int8_ref },
+        metrics: None,
+        provenance,
     };
     Ok((man, split.valid))
 }

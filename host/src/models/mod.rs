@@ -4,4 +4,5 @@
 pub mod backbone;
 pub mod classifier;
 pub mod glass;
+pub mod patchcore;
 pub mod tinyvit;

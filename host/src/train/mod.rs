@@ -2,4 +2,5 @@
 //! per epoch), `checkpoint_best.safetensors`, `checkpoint_last.safetensors` and `state.json` (resume).
 pub mod classifier;
 pub mod glass;
+pub mod patchcore;
 pub mod run;

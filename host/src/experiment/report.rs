@@ -17,7 +17,7 @@ use crate::{Error, Result};
 pub struct Meta {
     /// `host` version.
     pub tool_version: String,
-    /// `git describe` of the working directory, when it is a checkout.
+    /// `git describe` of the tool's own checkout at build time.
     pub git: Option<String>,
     /// The libtorch build (torch wheel version), when found.
     pub libtorch: Option<String>,
@@ -261,7 +261,7 @@ impl Results {
         Results {
             meta: Meta {
                 tool_version: env!("CARGO_PKG_VERSION").into(),
-                git: first_line("git", &["describe", "--always", "--dirty"]),
+                git: option_env!("GLASS_EDGE_GIT").map(str::to_owned),
                 libtorch: libtorch_version(),
                 data: opts.data.to_string_lossy().into_owned(),
                 seed: opts.glass.seed,

@@ -232,6 +232,9 @@ pub struct TrainGlassArgs {
     /// Gradient-ascent steps per iteration.
     #[arg(long)]
     pub ascent_steps: Option<usize>,
+    /// Std of the Gaussian noise that starts gradient ascent (paper 0.015).
+    #[arg(long)]
+    pub noise: Option<f64>,
     /// Projection learning rate (Adam; paper 1e-4).
     #[arg(long)]
     pub lr_proj: Option<f64>,
@@ -404,6 +407,9 @@ pub fn run_train(cmd: TrainCommand) -> anyhow::Result<()> {
             }
             if let Some(v) = a.ascent_steps {
                 cfg.ascent_steps = v;
+            }
+            if let Some(v) = a.noise {
+                cfg.noise = v;
             }
             if let Some(v) = a.lr_proj {
                 cfg.lr_proj = v;
@@ -649,6 +655,9 @@ pub struct ExperimentArgs {
     /// GLASS: override the number of gradient-ascent steps.
     #[arg(long)]
     pub glass_ascent_steps: Option<usize>,
+    /// GLASS: override the std of the Gaussian noise that starts gradient ascent.
+    #[arg(long)]
+    pub glass_noise: Option<f64>,
     /// Where to train: CUDA when libtorch sees a GPU (auto), or force cpu / cuda.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
@@ -711,6 +720,9 @@ pub fn run_experiment(a: ExperimentArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.glass_ascent_steps {
         glass.ascent_steps = v;
+    }
+    if let Some(v) = a.glass_noise {
+        glass.noise = v;
     }
     if let Err(e) = glass.validate() {
         bail!("invalid GLASS options: {e}");

@@ -102,7 +102,9 @@ fn experiment_on_two_synthetic_categories_writes_a_complete_report() -> anyhow::
         assert_eq!(c.figures.strip_columns.len(), 3, "{:?}", c.figures.strip_columns);
         assert!(!c.figures.strips.is_empty() && c.figures.strips.len() <= 3);
     }
-    assert_eq!(r.conclusion.len(), 3);
+    // The three findings, and GLASS against the memory-bank baseline.
+    assert_eq!(r.conclusion.len(), 4);
+    assert_eq!(r.conclusion[3].id, 4);
     for f in &r.conclusion {
         assert!(
             ["holds", "does not hold", "mixed", "inconclusive"].contains(&f.verdict.as_str()),

@@ -72,6 +72,10 @@ impl Spread {
     }
 }
 
+fn nan() -> f64 {
+    f64::NAN
+}
+
 /// `null` (how serde_json writes NaN) reads back as NaN.
 pub(crate) fn f64_or_nan<'de, D: serde::Deserializer<'de>>(
     d: D,
@@ -100,6 +104,10 @@ pub struct DetectionRow {
     /// At the validation threshold.
     #[serde(deserialize_with = "f64_or_nan")]
     pub recall: f64,
+    /// False-alarm rate on good test parts at the validation threshold (FP / (FP + TN)): the price
+    /// of that recall.
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
+    pub fpr: f64,
     /// At the validation threshold.
     #[serde(deserialize_with = "f64_or_nan")]
     pub f1: f64,
@@ -168,7 +176,7 @@ pub struct UnseenRow {
 /// One of the user's three findings, judged from the numbers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
-    /// 1, 2 or 3.
+    /// 1, 2 or 3 (the experiment's findings); 4: GLASS against the memory-bank baseline.
     pub id: u8,
     /// The user's claim.
     pub claim: String,
@@ -321,6 +329,14 @@ impl Results {
                 accuracy: m.accuracy,
                 precision: m.precision,
                 recall: m.recall,
+                fpr: {
+                    let c = &m.confusion;
+                    if c.fp + c.tn > 0 {
+                        c.fp as f64 / (c.fp + c.tn) as f64
+                    } else {
+                        f64::NAN
+                    }
+                },
                 f1: m.f1,
                 auroc: m.image_auroc.unwrap_or(f64::NAN),
                 published_best_f1: published.as_ref().map(|p| p.0),
@@ -431,6 +447,7 @@ impl Results {
                     accuracy: mean(|r| r.accuracy),
                     precision: mean(|r| r.precision),
                     recall: mean(|r| r.recall),
+                    fpr: mean(|r| r.fpr),
                     f1: mean(|r| r.f1),
                     auroc: mean(|r| r.auroc),
                     published_best_f1: all_published
@@ -509,8 +526,8 @@ fn verdict(better: usize, worse: usize, total: usize) -> String {
         "holds"
     } else if total > 0 && better == 0 && worse > 0 {
         "does not hold"
-    } else if total > 0 && better == 0 && worse == 0 {
-        "inconclusive"
+    } else if better == 0 && worse == 0 {
+        "inconclusive" // also: nothing to compare
     } else {
         "mixed"
     }
@@ -580,6 +597,7 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
         let c = per_cat("classifier", Some(model));
         let (gf, cf) = (mean_of(&glass, |d| d.best_f1_test), mean_of(&c, |d| d.best_f1_test));
         let (gr, cr) = (mean_of(&glass, |d| d.recall), mean_of(&c, |d| d.recall));
+        let (gfa, cfa) = (mean_of(&glass, |d| d.fpr), mean_of(&c, |d| d.fpr));
         let wins = cats
             .iter()
             .filter(|cat| {
@@ -598,7 +616,7 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
         }
         ev.push(format!(
             "GLASS mean best-F1 {}{} vs {model} {}{} (GLASS ahead on {wins} of {} categories); \
-             recall at the validation threshold {}{} vs {}{}",
+             recall at the validation threshold {}{} vs {}{} (false alarms on good parts {} vs {})",
             pct(gf),
             pm(gfs),
             pct(cf),
@@ -607,7 +625,9 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
             pct(gr),
             pm(grs),
             pct(cr),
-            pm(crs)
+            pm(crs),
+            pct(gfa),
+            pct(cfa)
         ));
     }
     out.push(Finding {
@@ -680,17 +700,30 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
         let sd = |field: &str| {
             rows.iter().map(|u| u.spread.of(field)).sum::<f64>() / rows.len().max(1) as f64
         };
+        // Recall alone flatters a detector that flags everything: with GLASS near chance on these
+        // categories (test image AUROC < 0.6) a higher recall is no evidence; the comparison is
+        // left undecided.
+        let ucats: Vec<&str> = rows.iter().map(|u| u.category.as_str()).collect();
+        let g_rows: Vec<&&DetectionRow> =
+            glass.iter().filter(|d| ucats.contains(&d.category.as_str())).collect();
+        let g_auroc = g_rows.iter().map(|d| d.auroc).sum::<f64>() / g_rows.len().max(1) as f64;
+        let g_fpr = g_rows.iter().map(|d| d.fpr).sum::<f64>() / g_rows.len().max(1) as f64;
+        let near_chance = g_auroc < 0.6;
         match compare(g, sd("glass_recall"), c, sd("classifier_recall")) {
-            Cmp::Ahead => better += 1,
+            Cmp::Ahead if !near_chance => better += 1,
             Cmp::Behind => worse += 1,
-            Cmp::Level => {}
+            _ => {}
         }
         ev.push(format!(
             "on {n} test images of defect types it never saw, {cls} recalls {} (the same \
-             architecture trained on every type: {}); GLASS recalls {} of the same images",
+             architecture trained on every type: {}); GLASS recalls {} of the same images, \
+             flagging {} of good test parts at that threshold (test image AUROC {}){}",
             pct(c),
             pct(all),
-            pct(g)
+            pct(g),
+            pct(g_fpr),
+            pct(g_auroc),
+            if near_chance { ": near chance, so its recall is no evidence" } else { "" }
         ));
     }
     out.push(Finding {
@@ -705,6 +738,64 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
             ev.join("; ") + "."
         },
     });
+
+    // 4. The training-free baseline on the same features, per category.
+    let pcs = per_cat("patchcore", None);
+    if !pcs.is_empty() {
+        let mut worse = 0;
+        let mut ev = Vec::new();
+        let mut behind = Vec::new();
+        for cat in &cats {
+            let (Some(g), Some(p)) = (
+                glass.iter().find(|d| d.category == *cat),
+                pcs.iter().find(|d| d.category == *cat),
+            ) else {
+                continue;
+            };
+            let sd = |d: &DetectionRow, f: &str| d.spread.of(f);
+            let a = compare(g.auroc, sd(g, "auroc"), p.auroc, sd(p, "auroc"));
+            let f = compare(g.f1, sd(g, "f1"), p.f1, sd(p, "f1"));
+            if a == Cmp::Behind || f == Cmp::Behind {
+                worse += 1;
+                behind.push(*cat);
+            }
+            ev.push(format!(
+                "{cat}: image AUROC {}{} vs {}{}, F1 at the validation threshold {}{} vs {}{}",
+                pct(g.auroc),
+                pm(sd(g, "auroc")),
+                pct(p.auroc),
+                pm(sd(p, "auroc")),
+                pct(g.f1),
+                pm(sd(g, "f1")),
+                pct(p.f1),
+                pm(sd(p, "f1"))
+            ));
+        }
+        let n = ev.len();
+        out.push(Finding {
+            id: 4,
+            claim:
+                "GLASS detects at least as well as the training-free memory bank (PatchCore) on \
+                    the same backbone features."
+                    .into(),
+            // "At least as well": no category behind beyond the spread.
+            verdict: match (n, worse) {
+                (0, _) => "inconclusive",
+                (_, 0) => "holds",
+                _ => "does not hold",
+            }
+            .into(),
+            evidence: if behind.is_empty() {
+                ev.join("; ") + "."
+            } else {
+                format!(
+                    "GLASS is behind the memory bank on {}: {}.",
+                    behind.join(", "),
+                    ev.join("; ")
+                )
+            },
+        });
+    }
     out
 }
 
@@ -739,6 +830,7 @@ fn detection_cells(r: &Results) -> Vec<Vec<String>> {
                 pct_sd(d.accuracy, sp, "accuracy"),
                 pct_sd(d.precision, sp, "precision"),
                 pct_sd(d.recall, sp, "recall"),
+                pct_sd(d.fpr, sp, "fpr"),
                 pct_sd(d.f1, sp, "f1"),
                 pct_sd(d.auroc, sp, "auroc"),
                 match (&d.published_best_f1, &d.published_model) {
@@ -750,13 +842,14 @@ fn detection_cells(r: &Results) -> Vec<Vec<String>> {
         .collect()
 }
 
-const DETECTION_HEAD: [&str; 9] = [
+const DETECTION_HEAD: [&str; 10] = [
     "category",
     "model",
     "best F1 (test, oracle)",
     "accuracy",
     "precision",
     "recall",
+    "false alarms (good parts)",
     "F1",
     "AUROC",
     "published best F1",
@@ -1095,4 +1188,27 @@ pub fn html_page(r: &Results) -> String {
                 same report as Markdown.</small></p></body></html>\n",
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_difference_counts_only_beyond_the_spread() {
+        assert_eq!(compare(0.95, 0.0, 0.90, 0.0), Cmp::Ahead);
+        assert_eq!(compare(0.90, 0.0, 0.95, 0.0), Cmp::Behind);
+        assert_eq!(compare(0.95, 0.03, 0.90, 0.06), Cmp::Level); // 0.05 < 0.06
+        assert_eq!(compare(0.95, 0.03, 0.90, 0.04), Cmp::Ahead); // 0.05 > 0.04
+        assert_eq!(compare(0.90, 0.0, 0.90, 0.0), Cmp::Level);
+    }
+
+    #[test]
+    fn verdicts_follow_the_counts() {
+        assert_eq!(verdict(2, 0, 2), "holds");
+        assert_eq!(verdict(0, 1, 2), "does not hold");
+        assert_eq!(verdict(0, 0, 2), "inconclusive");
+        assert_eq!(verdict(1, 1, 2), "mixed");
+        assert_eq!(verdict(0, 0, 0), "inconclusive");
+    }
 }

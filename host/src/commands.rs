@@ -12,12 +12,12 @@ use host::train::run::{DeviceChoice, RunDir};
 /// What `host train` can train.
 #[derive(Debug, Subcommand)]
 pub enum TrainCommand {
-    /// Train the GLASS anomaly detector on the user's anomaly-detection split (normals only; early
+    /// Train the GLASS anomaly detector on the anomaly-detection split (normals only; early
     /// stopping and checkpoint selection on the validation split's image AUROC + pixel AUROC; never reads
     /// the test split).
     Glass(Box<TrainGlassArgs>),
     /// Train the supervised normal/abnormal classifier baseline (TinyViT-21M-512 or EfficientNet-Lite0)
-    /// on the user's classifier split (abnormals 50% x4 rotations / 25% / 25%; normals as the
+    /// on the classifier split (abnormals 50% x4 rotations / 25% / 25%; normals as the
     /// anomaly-detection split with the same seed); early stopping on validation AUROC.
     Classifier(Box<TrainClassifierArgs>),
     /// Build a PatchCore memory bank (the training-free baseline; Roth et al., CVPR 2022) on the
@@ -103,8 +103,8 @@ fn run_train_patchcore(a: &TrainPatchcoreArgs) -> anyhow::Result<()> {
 /// `host train classifier` options.
 #[derive(Debug, Args)]
 pub struct TrainClassifierArgs {
-    /// Architecture: tinyvit_21m_512 (the user's model; needs --weights for pretrained training) or
-    /// efficientnet_lite0 (ImageNet weights installed by scripts/setup).
+    /// Architecture: tinyvit_21m_512 (the experiment protocol's classifier; needs --weights for
+    /// pretrained training) or efficientnet_lite0 (ImageNet weights installed by scripts/setup).
     #[arg(long, value_enum)]
     pub arch: ClassifierArch,
     /// The category folder in MVTec AD layout.
@@ -156,7 +156,7 @@ pub struct TrainClassifierArgs {
     #[arg(long)]
     pub no_flip: bool,
     /// Grad-CAM target layer `host eval` uses (default: the last stage's output; tinyvit also offers
-    /// stages.3.downsample.conv3, the user's "stage 4, third conv").
+    /// stages.3.downsample.conv3, the experiment protocol's "stage 4, third conv").
     #[arg(long)]
     pub cam_layer: Option<String>,
     /// libtorch threads (0 = all cores).
@@ -203,7 +203,8 @@ pub struct TrainGlassArgs {
     /// Hyper-parameter preset; the options below override single values.
     #[arg(long, value_enum, default_value = "edge")]
     pub preset: Preset,
-    /// Square input size in pixels (a multiple of 32); the user's protocol needs >= 512 for small defects.
+    /// Square input size in pixels (a multiple of 32); the experiment protocol needs >= 512 for small
+    /// defects.
     #[arg(long)]
     pub image_size: Option<i64>,
     /// Where to train: CUDA when libtorch sees a GPU (auto), or force cpu / cuda.
@@ -671,7 +672,7 @@ pub struct ExperimentArgs {
     /// GLASS early-stopping patience (default: the preset's).
     #[arg(long)]
     pub glass_patience: Option<usize>,
-    /// Classifier epoch cap (default: none, as the user's protocol).
+    /// Classifier epoch cap (default: none, as in the experiment protocol).
     #[arg(long)]
     pub classifier_max_epochs: Option<usize>,
     /// Classifier early-stopping patience in epochs (default 10).

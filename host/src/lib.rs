@@ -1,7 +1,8 @@
 //! `host`: the workstation side of glass-edge.
 //!
-//! Data flow: [`data`] (MVTec-AD-layout folders, the user's splits, the synthetic generator) ->
-//! training (GLASS, classifiers; libtorch via `tch`) -> evaluation -> export (ONNX bundle).
+//! Data flow: [`data`] (MVTec-AD-layout folders, the experiment protocol's splits, the synthetic
+//! generator) -> training (GLASS, classifiers; libtorch via `tch`) -> evaluation -> export (ONNX
+//! bundle).
 
 pub mod data;
 pub mod error;

@@ -48,9 +48,9 @@ enum Command {
     /// Export a trained run to a model bundle for the station: ONNX fp32 (and int8 with --int8),
     /// golden.npz and manifest.json (threshold, map spec, sha256, provenance, accuracy and latency).
     Export(commands::ExportArgs),
-    /// The user's experiment in one command: per category GLASS and each classifier (same seed), Grad-CAM,
-    /// experiment 3 (a classifier trained on one defect type), and a report (index.html, report.md,
-    /// results.json). Rerun to resume: finished runs are reused.
+    /// The experiment protocol (docs/experiment-protocol.md) in one command: per category GLASS and
+    /// each classifier (same seed), Grad-CAM, experiment 3 (a classifier trained on one defect type),
+    /// and a report (index.html, report.md, results.json). Rerun to resume: finished runs are reused.
     Experiment(Box<commands::ExperimentArgs>),
 }
 

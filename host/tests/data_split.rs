@@ -1,5 +1,5 @@
-//! The user's split protocols: determinism, disjointness, shared normal halves, classifier test inside
-//! the AD test, and the counts for a bottle-sized category.
+//! The experiment protocol's two splits: determinism, disjointness, shared normal halves, classifier
+//! test inside the AD test, and the counts for a bottle-sized category.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 

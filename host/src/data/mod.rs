@@ -1,6 +1,6 @@
-//! Datasets: MVTec-AD-layout category folders ([`category`]), the user's two split protocols ([`split`]),
-//! the procedural generator of synthetic categories ([`synth`]) and the consistency check behind
-//! `host data check` ([`check`]).
+//! Datasets: MVTec-AD-layout category folders ([`category`]), the experiment protocol's two splits
+//! ([`split`]), the procedural generator of synthetic categories ([`synth`]) and the consistency
+//! check behind `host data check` ([`check`]).
 
 pub mod category;
 pub mod check;

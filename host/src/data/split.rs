@@ -1,4 +1,5 @@
-//! The user's two split protocols (MISSION.md), exactly and reproducibly.
+//! The two split protocols of the experiment protocol (docs/experiment-protocol.md), exactly and
+//! reproducibly.
 //!
 //! | | train | valid | test |
 //! |---|---|---|---|

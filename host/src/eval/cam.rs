@@ -1,5 +1,5 @@
 //! Grad-CAM (Selvaraju et al., ICCV 2017) and Grad-CAM++ (Chattopadhyay et al., WACV 2018) on the
-//! classifier's abnormal logit, as `pytorch-grad-cam` computes them (`shared/docs/tinyvit-spec.md` §4):
+//! classifier's abnormal logit, as `pytorch-grad-cam` computes them (`docs/tinyvit.md` §4):
 //! weights from the gradient of the raw abnormal logit with respect to a layer's activation `A`
 //! (`[B,C,h,w]`), `cam = relu(Σ_c w_c·A_c)`, min-max per image, bilinear upsample to the input, min-max
 //! again. An all-zero map stays zero.

@@ -1,7 +1,7 @@
 //! Detection and localisation metrics. Positive = abnormal everywhere.
 //!
 //! - [`auroc`]: exact ROC AUC with ties counted half (sklearn `roc_auc_score`).
-//! - [`best_f1`]: the threshold that maximises F1 (the user's "best F1").
+//! - [`best_f1`]: the threshold that maximises F1 (the experiment protocol's "best F1").
 //! - [`Confusion`]: accuracy / precision / recall / F1 at a given threshold.
 //! - [`PixelMetrics`]: streaming pixel AUROC and AUPRO. Maps are added one at a time and binned into
 //!   fixed histograms over scores in [0, 1] (GLASS maps are sigmoid outputs; Grad-CAM maps are min-max

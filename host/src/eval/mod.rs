@@ -307,7 +307,7 @@ pub struct Metrics {
     pub f1: f64,
     /// Test confusion counts at `threshold`.
     pub confusion: metrics::Confusion,
-    /// Oracle best F1 on test (what the user published).
+    /// Oracle best F1 on test (as published).
     pub best_f1_test: f64,
     /// The threshold of `best_f1_test`.
     pub best_f1_test_threshold: Option<f32>,

@@ -1,7 +1,7 @@
-//! `host experiment`: the user's experiment (MISSION.md) in one call. Per category it trains and
-//! evaluates GLASS and each classifier architecture on the same seed (so the same normal test images),
-//! runs experiment 3 (a classifier trained on one defect type), draws the side-by-side maps and
-//! curves, and writes `results.json`, `report.md` and `index.html` into the report folder.
+//! `host experiment`: the experiment protocol (docs/experiment-protocol.md) in one call. Per category
+//! it trains and evaluates GLASS and each classifier architecture on the same seed (so the same normal
+//! test images), runs experiment 3 (a classifier trained on one defect type), draws the side-by-side
+//! maps and curves, and writes `results.json`, `report.md` and `index.html` into the report folder.
 //!
 //! Layout of the report folder:
 //! ```text
@@ -38,11 +38,11 @@ pub mod report;
 pub mod seeds;
 pub mod svg;
 
-/// The user's experiment-3 defect type per MVTec AD category.
+/// The experiment protocol's experiment-3 defect type per MVTec AD category.
 pub const DEFAULT_EXP3: [(&str, &str); 4] =
     [("bottle", "broken_small"), ("hazelnut", "crack"), ("carpet", "color"), ("grid", "bent")];
 
-/// The user's published best-F1 on test (MISSION.md): (category, GLASS, TinyViT-21M-512).
+/// Best F1 on test as published (docs/experiment-protocol.md): (category, GLASS, TinyViT-21M-512).
 pub const PUBLISHED_BEST_F1: [(&str, f64, f64); 4] = [
     ("bottle", 0.9375, 0.7805),
     ("hazelnut", 0.9577, 0.6429),
@@ -246,8 +246,8 @@ fn run_category(
     })
 }
 
-/// The experiment-3 defect type of a category: the option, the user's choice, or the type with the
-/// most images (ties: first by name).
+/// The experiment-3 defect type of a category: the option, the experiment protocol's choice, or the
+/// type with the most images (ties: first by name).
 pub fn exp3_defect(opts: &ExperimentOptions, category: &Category) -> Result<String> {
     let pick = opts
         .exp3

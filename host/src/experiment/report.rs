@@ -92,7 +92,7 @@ pub struct DetectionRow {
     pub model: String,
     /// "glass", "patchcore" or "classifier".
     pub role: String,
-    /// Oracle best F1 on test (as the user published).
+    /// Oracle best F1 on test (as published).
     #[serde(deserialize_with = "f64_or_nan")]
     pub best_f1_test: f64,
     /// At the validation threshold.
@@ -114,7 +114,7 @@ pub struct DetectionRow {
     /// Test image AUROC.
     #[serde(deserialize_with = "f64_or_nan")]
     pub auroc: f64,
-    /// The user's published best F1 for this kind of model on this category.
+    /// The published best F1 for this kind of model on this category.
     pub published_best_f1: Option<f64>,
     /// Which published model that is.
     pub published_model: Option<String>,
@@ -173,12 +173,12 @@ pub struct UnseenRow {
     pub spread: Spread,
 }
 
-/// One of the user's three findings, judged from the numbers.
+/// One of the experiment protocol's three findings, judged from the numbers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
     /// 1, 2 or 3 (the experiment's findings); 4: GLASS against the memory-bank baseline.
     pub id: u8,
-    /// The user's claim.
+    /// The finding's claim.
     pub claim: String,
     /// "holds", "does not hold" or "mixed".
     pub verdict: String,
@@ -1015,7 +1015,7 @@ pub fn markdown(r: &Results) -> String {
     }
     s.push_str("## Table 1: detection (test split; positive = abnormal)\n\n");
     s.push_str(
-        "Best F1 is the oracle threshold on test, as the user published; accuracy, precision, \
+        "Best F1 is the oracle threshold on test, as published; accuracy, precision, \
          recall and F1 are at the threshold chosen on validation.\n\n",
     );
     s.push_str(&md_table(&DETECTION_HEAD, &detection_cells(r)));
@@ -1130,7 +1130,7 @@ pub fn html_page(r: &Results) -> String {
         );
     }
     s.push_str("<h2>Table 1: detection</h2><p>Test split, positive = abnormal. Best F1 is the \
-                oracle threshold on test (as the user published); the other columns are at the \
+                oracle threshold on test (as published); the other columns are at the \
                 threshold chosen on validation. Recall is the one that matters: a missed defect ships.</p>");
     s.push_str(&html_table(&DETECTION_HEAD, &detection_cells(r), true));
     s.push_str(

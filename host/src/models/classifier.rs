@@ -1,6 +1,7 @@
-//! The supervised normal/abnormal classifier baseline: TinyViT-21M-512 (the user's model) or an
-//! EfficientNet-Lite0 (the backbone GLASS uses at the edge, pretrained weights available offline), each
-//! with a 2-logit head (index 1 = abnormal). One interface for training, evaluation, Grad-CAM and export.
+//! The supervised normal/abnormal classifier baseline: TinyViT-21M-512 (the experiment protocol's
+//! classifier) or an EfficientNet-Lite0 (the backbone GLASS uses at the edge, pretrained weights
+//! available offline), each with a 2-logit head (index 1 = abnormal). One interface for training,
+//! evaluation, Grad-CAM and export.
 //!
 //! Variable names follow the reference checkpoints (timm `tiny_vit_21m_512`, `efficientnet_lite_pytorch`),
 //! so an ImageNet checkpoint loads with [`Classifier::load_pretrained`], which skips the 1000-class head
@@ -18,7 +19,7 @@ use super::tinyvit::{self, TinyVit};
 /// Classifier architecture (CLI/config spelling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 pub enum Arch {
-    /// TinyViT-21M at 512 px (timm `tiny_vit_21m_512`), the user's classifier.
+    /// TinyViT-21M at 512 px (timm `tiny_vit_21m_512`), the experiment protocol's classifier.
     #[serde(rename = "tinyvit_21m_512")]
     #[value(name = "tinyvit_21m_512")]
     TinyVit21m512,

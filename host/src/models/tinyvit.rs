@@ -1,7 +1,7 @@
 //! TinyViT-21M-512 (Wu et al., "TinyViT: Fast Pretraining Distillation for Small Vision Transformers",
-//! ECCV 2022), the user's classifier, in tch with timm's `tiny_vit_21m_512` state_dict names so that a timm
-//! safetensors checkpoint (`tiny_vit_21m_512.dist_in22k_ft_in1k`) loads as is. Reference: timm
-//! `timm/models/tiny_vit.py`, described in `shared/docs/tinyvit-spec.md`.
+//! ECCV 2022), the experiment protocol's classifier, in tch with timm's `tiny_vit_21m_512` state_dict
+//! names so that a timm safetensors checkpoint (`tiny_vit_21m_512.dist_in22k_ft_in1k`) loads as is.
+//! Reference: timm `timm/models/tiny_vit.py`, described in `docs/tinyvit.md`.
 //!
 //! Shapes at 512 px: stem (two 3x3/2 ConvNorms) `[B,96,128,128]` → stage 0 (2 MBConv) → stage 1
 //! (PatchMerging → `[B,192,64,64]`, 2 blocks, 16x16 windows) → stage 2 (`[B,384,32,32]`, 6 blocks, one 32x32

@@ -1,10 +1,10 @@
-//! Supervised normal/abnormal classifier training on the user's classifier split (MISSION.md): abnormal
-//! images 50% (x4 rotations) train / 25% validation / 25% test per defect type, normals exactly as in the
-//! anomaly-detection split with the same seed (so GLASS and the classifier are tested on the same normal
-//! images). `--train-defects a,b` keeps only those defect types in train and validation (experiment 3);
-//! the others appear only in test, as unseen defects.
+//! Supervised normal/abnormal classifier training on the classifier split
+//! (docs/experiment-protocol.md): abnormal images 50% (x4 rotations) train / 25% validation / 25% test
+//! per defect type, normals exactly as in the anomaly-detection split with the same seed (so GLASS and
+//! the classifier are tested on the same normal images). `--train-defects a,b` keeps only those defect
+//! types in train and validation (experiment 3); the others appear only in test, as unseen defects.
 //!
-//! Recipe (tinyvit-spec.md §6, adapted to small binary data): AdamW, layer-wise LR decay (group `g` at
+//! Recipe (docs/tinyvit.md §6, adapted to small binary data): AdamW, layer-wise LR decay (group `g` at
 //! `lr · decay^g`, the head at `lr`), a linear warm-up over the first epoch, gradient clipping at 5,
 //! BatchNorm frozen (running statistics; affine parameters train), drop path 0.1 on TinyViT,
 //! class-weighted cross-entropy (weights `N / (2 · N_class)`: experiment 3 has few abnormals), and only

@@ -1,4 +1,4 @@
-//! GLASS training (glass-spec.md §3-§4) on the user's anomaly-detection split.
+//! GLASS training (docs/glass.md §3-§4) on the anomaly-detection split (docs/experiment-protocol.md).
 //!
 //! Per epoch: (hypersphere only) the per-position centre of the projected clean features; then
 //! iterations over shuffled training images until more than `limit` samples were seen, each doing LAS
@@ -540,7 +540,7 @@ fn row_norm(x: &Tensor) -> Tensor {
     x.norm_scalaropt_dim(2, [1], true)
 }
 
-/// One GLASS iteration (glass-spec.md §3b, §3c).
+/// One GLASS iteration (docs/glass.md §3b, §3c).
 #[allow(clippy::too_many_arguments)]
 fn step(
     glass: &Glass,

@@ -1,4 +1,4 @@
-//! Patch aggregation (GLASS `PatchMaker` + `MeanMapper` + `Aggregator`), glass-spec.md §1.
+//! Patch aggregation (GLASS `PatchMaker` + `MeanMapper` + `Aggregator`), docs/glass.md §1.
 //!
 //! For each backbone level the 3x3 neighbourhood of every location is unfolded (zero padding, PyTorch
 //! im2col order: channel-major, then kernel row, then kernel column) and averaged over consecutive groups

@@ -1,6 +1,6 @@
 //! GLASS discriminator: per-patch anomaly probability.
 //!
-//! Reference: cqylunlun/GLASS `model.py::Discriminator` with `dsc_layers=2` (glass-spec.md §2):
+//! Reference: cqylunlun/GLASS `model.py::Discriminator` with `dsc_layers=2` (docs/glass.md §2):
 //! `Linear(d -> hidden, bias) -> BatchNorm1d(hidden) -> LeakyReLU(0.2) -> Linear(hidden -> 1, no bias) ->
 //! Sigmoid`. Names: `body.block1.0` (linear), `body.block1.1` (BN), `tail.0` (linear) under the VarStore
 //! root `discriminator`. Shapes: `[N, d] -> [N, 1]`, values in (0, 1), 1 = anomalous.

@@ -1,4 +1,4 @@
-//! The official spectral judge that picks manifold vs hypersphere per category (glass-spec.md §4,
+//! The official spectral judge that picks manifold vs hypersphere per category (docs/glass.md §4,
 //! `utils.distribution_judge`): mean training image -> 289², gray, 39x39 box blur, |FFT| shifted,
 //! 20·ln|F| > 170 binarised, then densities of the on-pixels around the centre.
 //! Hypersphere iff (l1_density > 0.21 or l2_density > 0.21) and R > 12 and n > 60.

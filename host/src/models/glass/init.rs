@@ -1,5 +1,5 @@
 //! GLASS's `init_weight` for linear layers: xavier-normal weights (gain 1) and PyTorch's default bias
-//! init U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (glass-spec.md §2).
+//! init U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (docs/glass.md §2).
 use tch::nn::Init;
 
 /// Xavier-normal: std = sqrt(2 / (fan_in + fan_out)).

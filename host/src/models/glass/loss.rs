@@ -1,4 +1,4 @@
-//! GLASS losses (glass-spec.md §3b/§3c): BCE (`nn.BCELoss`, mean, log clamped at -100) and the focal loss
+//! GLASS losses (docs/glass.md §3b/§3c): BCE (`nn.BCELoss`, mean, log clamped at -100) and the focal loss
 //! (γ = 2, α = None, label smoothing 1e-5) used on the hard-mined LAS rows.
 use tch::{Kind, Reduction, Tensor};
 

@@ -1,6 +1,6 @@
 //! GLASS: "A Unified Anomaly Synthesis Strategy with Gradient Ascent for Industrial Anomaly Detection and
 //! Localization", Chen et al., ECCV 2024 (arXiv 2407.09359). Reference: github.com/cqylunlun/GLASS
-//! (`glass.py`, `model.py`, `common.py`), described step by step in `shared/docs/glass-spec.md`.
+//! (`glass.py`, `model.py`, `common.py`), described step by step in `docs/glass.md`.
 //!
 //! Inference path: image `[B,3,H,W]` -> frozen backbone (stride 8 and 16) -> 3x3 aggregation
 //! ([`aggregator`]) `[B,d,H/8,W/8]` -> [`projection::Projection`] -> [`discriminator::Discriminator`] ->
@@ -8,8 +8,9 @@
 //! `H x W` + Gaussian blur σ = 4 (done by `shared::preprocess` so host and device agree).
 //!
 //! Deviations from the official code (each is a documented choice, not an accident):
-//! - Model selection early-stops on the **validation** split's image AUROC (the user's protocol) instead
-//!   of picking the best epoch on the test set (official code, issue #40).
+//! - Model selection early-stops on the **validation** split's image AUROC (the experiment protocol,
+//!   docs/experiment-protocol.md) instead of picking the best epoch on the test set (official code,
+//!   issue #40). See docs/glass.md §10 for every deviation.
 //! - Presets other than `paper` change dimensions and cost (see [`GlassConfig::edge`]).
 //! - Without `--textures` the LAS texture source is procedural ([`textures`]).
 //!
@@ -31,7 +32,7 @@ use crate::models::backbone::{self, Backbone, BackboneKind};
 pub use discriminator::Discriminator;
 pub use projection::Projection;
 
-/// How GAS truncates the synthetic features (glass-spec.md §3b/§4; the official flag is `svd`).
+/// How GAS truncates the synthetic features (docs/glass.md §3b/§4; the official flag is `svd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Distribution {
@@ -212,8 +213,9 @@ fn d_std() -> [f32; 3] {
 }
 
 impl GlassConfig {
-    /// The paper's setting (glass-spec.md): WRN50-2 layer2+layer3, embed 1536 (768 per level), 20 ascent
-    /// steps, batch 8, at the user's 512 px; early stopping on validation (patience 30, <= 200 epochs).
+    /// The paper's setting (docs/glass.md): WRN50-2 layer2+layer3, embed 1536 (768 per level), 20 ascent
+    /// steps, batch 8, at the experiment protocol's 512 px; early stopping on validation (patience 30,
+    /// <= 200 epochs).
     pub fn paper() -> Self {
         let (mean, std) = backbone::default_mean_std(BackboneKind::WideResnet50_2);
         GlassConfig {
@@ -453,7 +455,7 @@ impl Glass {
         self.score_features(&self.embed(x))
     }
 
-    /// Image scores `[B]`: max over the raw patch scores (glass-spec.md §5).
+    /// Image scores `[B]`: max over the raw patch scores (docs/glass.md §5).
     pub fn image_scores(patch_scores: &Tensor) -> Tensor {
         let b = patch_scores.size()[0];
         patch_scores.view([b, -1]).amax([1], false)

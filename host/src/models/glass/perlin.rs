@@ -1,4 +1,4 @@
-//! Perlin masks for Local Anomaly Synthesis (glass-spec.md §3a step 3; DRAEM's `rand_perlin_2d`).
+//! Perlin masks for Local Anomaly Synthesis (docs/glass.md §3a step 3; DRAEM's `rand_perlin_2d`).
 //!
 //! Two Perlin noises at image resolution, each with x/y periods drawn from {1,2,4,8,16,32}, rotated by
 //! U(-90°, 90°) (bilinear, constant 0 outside), thresholded at > 0.5, then combined: union with p=1/3,

@@ -1,6 +1,6 @@
 //! GLASS feature adaptor ("pre_projection"): one `Linear(d -> d)` with bias and no activation.
 //!
-//! Reference: cqylunlun/GLASS `model.py::Projection` with `pre_proj=1` (glass-spec.md §2). Variable names
+//! Reference: cqylunlun/GLASS `model.py::Projection` with `pre_proj=1` (docs/glass.md §2). Variable names
 //! follow its state_dict (`layers.0fc.weight`, `layers.0fc.bias`) under the VarStore root `pre_projection`.
 //! Shapes: `[N, d] -> [N, d]`.
 use tch::nn::{self, Module};

@@ -1,4 +1,4 @@
-//! Texture sources for Local Anomaly Synthesis (glass-spec.md §3a step 1).
+//! Texture sources for Local Anomaly Synthesis (docs/glass.md §3a step 1).
 //!
 //! GLASS blends a random DTD image into the Perlin region. `--textures DIR` gives such a folder (any
 //! images below it, e.g. `dtd/images/*/*.jpg`); without one we draw built-in procedural textures (value

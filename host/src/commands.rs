@@ -263,9 +263,14 @@ pub struct TrainGlassArgs {
 /// `host eval` options.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// A run directory written by `host train`.
+    /// A run directory written by `host train`. Repeat it (e.g. one run per split seed) to get a
+    /// summary table with the mean and standard deviation over the runs.
+    #[arg(long, required = true)]
+    pub run: Vec<PathBuf>,
+    /// Reuse a run's metrics.json when it is newer than its training state instead of evaluating
+    /// again.
     #[arg(long)]
-    pub run: PathBuf,
+    pub reuse: bool,
     /// Where to compute.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
@@ -553,8 +558,53 @@ fn pct(v: Option<f64>) -> String {
 
 /// Runs `host eval`.
 pub fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
-    let rd = RunDir::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
-    let m = match host::eval::run_model(&a.run).as_deref() {
+    let mut all = Vec::with_capacity(a.run.len());
+    for run in &a.run {
+        all.push(eval_one(&a, run)?);
+    }
+    if all.len() > 1 {
+        print_spread(&all);
+    }
+    Ok(())
+}
+
+/// Mean ± sd over several evaluated runs (e.g. split seeds), one line per metric.
+fn print_spread(all: &[host::eval::Metrics]) {
+    use host::experiment::seeds::mean_sd;
+    let seeds: Vec<String> = all.iter().map(|m| m.split_seed.to_string()).collect();
+    println!("\n{} runs (split seeds {}):", all.len(), seeds.join(", "));
+    println!("  {:<24} {:>18}  per run", "metric", "mean ± sd");
+    type Get = fn(&host::eval::Metrics) -> Option<f64>;
+    let rows: [(&str, Get); 8] = [
+        ("image AUROC", |m| m.image_auroc),
+        ("F1 at val threshold", |m| Some(m.f1)),
+        ("recall at val threshold", |m| Some(m.recall)),
+        ("precision at val thr.", |m| Some(m.precision)),
+        ("best F1 (test, oracle)", |m| Some(m.best_f1_test)),
+        ("pixel AUROC", |m| m.pixel_auroc),
+        ("AUPRO (<=0.3)", |m| m.aupro),
+        ("validation image AUROC", |m| m.val_image_auroc),
+    ];
+    for (name, get) in rows {
+        let v: Vec<f64> = all.iter().filter_map(get).collect();
+        if v.is_empty() {
+            println!("  {name:<24} {:>18}", "n/a");
+            continue;
+        }
+        let (m, sd) = mean_sd(&v);
+        let per: Vec<String> = v.iter().map(|x| format!("{:.3}", x)).collect();
+        println!("  {name:<24} {:>18}  {}", format!("{m:.3} ± {sd:.3}"), per.join(" "));
+    }
+}
+
+fn eval_one(a: &EvalArgs, run: &std::path::Path) -> anyhow::Result<host::eval::Metrics> {
+    let rd = RunDir::open(run).with_context(|| format!("opening run {}", run.display()))?;
+    if a.reuse && host::experiment::eval_is_current(&rd, &rd.metrics()) {
+        let m: host::eval::Metrics = host::train::run::read_json(&rd.metrics())?;
+        println!("{}: reusing {}", run.display(), rd.metrics().display());
+        return Ok(m);
+    }
+    let m = match host::eval::run_model(run).as_deref() {
         Some("glass") => host::eval::glass::evaluate(&rd, a.device, a.threads, show_progress()),
         Some("patchcore") => {
             host::eval::patchcore::evaluate(&rd, a.device, a.threads, show_progress())
@@ -569,11 +619,11 @@ pub fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
         ),
         other => bail!(
             "{}: config.json has model {:?}; expected \"glass\", \"patchcore\" or \"classifier\"",
-            a.run.display(),
+            run.display(),
             other
         ),
     }
-    .with_context(|| format!("evaluating {}", a.run.display()))?;
+    .with_context(|| format!("evaluating {}", run.display()))?;
     println!(
         "{} on {} (seed {}): {} normal + {} abnormal test images",
         m.arch, m.category, m.split_seed, m.n_test_normal, m.n_test_abnormal
@@ -599,7 +649,7 @@ pub fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
         println!("    recall {k:<16} {}{seen}", pct(Some(*v)));
     }
     println!("  -> {} and {}/", rd.metrics().display(), rd.maps().display());
-    Ok(())
+    Ok(m)
 }
 
 /// `host experiment` options.

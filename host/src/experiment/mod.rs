@@ -304,7 +304,7 @@ fn mismatch(dir: &Path, keys: &[String]) -> Error {
 }
 
 /// Whether `metrics.json` (+ `scores.json`) of a run are newer than its training state.
-fn eval_is_current(rd: &RunDir, metrics: &Path) -> bool {
+pub fn eval_is_current(rd: &RunDir, metrics: &Path) -> bool {
     let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     match (m(metrics), m(&rd.root.join("scores.json")), m(&rd.state())) {
         (Some(a), Some(b), Some(s)) => a >= s && b >= s,

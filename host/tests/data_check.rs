@@ -137,7 +137,10 @@ fn cli_json_and_exit_code() -> anyhow::Result<()> {
 fn mvtec_bottle_if_present() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mvtec_ad/bottle");
     if !root.is_dir() {
-        eprintln!("skipping: {} not found (MVTec AD is supplied by the user)", root.display());
+        e2e::skip(
+            "data_check::mvtec_bottle_if_present",
+            &format!("{} not found (the shared evaluation data is absent)", root.display()),
+        );
         return Ok(());
     }
     let r = check(&root, 0)?;

@@ -24,7 +24,10 @@ fn arm_or_skip() -> anyhow::Result<Option<PathBuf>> {
         if required {
             bail!("{} is missing: run `cargo device-arm`", bin.display());
         }
-        eprintln!("SKIP: {} not built (cargo device-arm); scripts/test builds it", bin.display());
+        e2e::skip(
+            "aarch64_device",
+            &format!("{} not built (cargo device-arm); scripts/test builds it", bin.display()),
+        );
         return Ok(None);
     }
     Ok(Some(bin))

@@ -3,9 +3,8 @@
 //! `metrics.json` and `maps/`.
 use tch::Device;
 
-use crate::data::category::Category;
 use crate::data::loader;
-use crate::data::split::{Item, Split};
+use crate::data::split::Item;
 use crate::eval::{EvalOutputs, Metrics, RunFacts, Scored};
 use crate::models::glass::Glass;
 use crate::train::glass::{self as tg, GlassRunConfig, TrainState};
@@ -60,11 +59,6 @@ pub fn evaluate_to(
     let cfg: GlassRunConfig = run::read_json(&rd.config())?;
     let state: TrainState = run::read_json(&rd.state())?;
     let glass = tg::load_model(&cfg, &rd.best(), device)?;
-    let category = Category::open(&cfg.data)?;
-    let split = Split::anomaly_detection(&category, cfg.split_seed);
-    let scores = super::score_split(&split, &cfg.preprocess, &out.maps, progress, |item, _| {
-        score_item(&glass, &cfg, item)
-    })?;
     let facts = RunFacts {
         model: "glass".into(),
         arch: format!("glass/{}", cfg.glass.backbone.name()),
@@ -78,9 +72,15 @@ pub fn evaluate_to(
         preset: cfg.glass.preset.clone(),
         heatmap: "glass anomaly map (bilinear upsample + gaussian sigma 4)".into(),
     };
-    let m = Metrics::from_scores(&split, &scores, facts);
-    super::write_outputs(out, &m, &scores)?;
-    Ok(m)
+    super::evaluate_detector(
+        &cfg.data,
+        cfg.split_seed,
+        &cfg.preprocess,
+        out,
+        progress,
+        facts,
+        |item, _| score_item(&glass, &cfg, item),
+    )
 }
 
 /// True when `dir` holds a GLASS run.

@@ -133,6 +133,25 @@ pub fn score_split(
     Ok(SplitScores { valid, test, pixels, pixel_images, records })
 }
 
+/// The protocol for the anomaly detectors (GLASS, PatchCore): the anomaly-detection split of
+/// `data` with `split_seed`, [`score_split`] with `score`, metrics, `metrics.json` + `scores.json`.
+pub fn evaluate_detector(
+    data: &Path,
+    split_seed: u64,
+    pp: &PreprocessConfig,
+    out: &EvalOutputs,
+    progress: bool,
+    facts: RunFacts,
+    score: impl FnMut(&Item, bool) -> Result<Scored>,
+) -> Result<Metrics> {
+    let category = crate::data::category::Category::open(data)?;
+    let split = Split::anomaly_detection(&category, split_seed);
+    let scores = score_split(&split, pp, &out.maps, progress, score)?;
+    let m = Metrics::from_scores(&split, &scores, facts);
+    write_outputs(out, &m, &scores)?;
+    Ok(m)
+}
+
 fn record(item: &Item, score: f32) -> ScoreRecord {
     ScoreRecord {
         file: item.image.clone(),

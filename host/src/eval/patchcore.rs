@@ -3,9 +3,8 @@
 //! the run's `map_range` (validation distances) for pixel metrics and strips.
 use tch::Device;
 
-use crate::data::category::Category;
 use crate::data::loader;
-use crate::data::split::{Item, Split};
+use crate::data::split::Item;
 use crate::eval::{EvalOutputs, Metrics, RunFacts, Scored};
 use crate::models::patchcore::PatchCore;
 use crate::train::patchcore::{self as tp, PatchCoreRunConfig};
@@ -42,27 +41,11 @@ pub fn evaluate(
     threads: usize,
     progress: bool,
 ) -> Result<Metrics> {
-    evaluate_to(rd, device, threads, progress, &EvalOutputs::of(rd))
-}
-
-/// [`evaluate`] into the given outputs.
-pub fn evaluate_to(
-    rd: &RunDir,
-    device: DeviceChoice,
-    threads: usize,
-    progress: bool,
-    out: &EvalOutputs,
-) -> Result<Metrics> {
     run::set_threads(threads);
     let device = device.resolve()?;
     let cfg: PatchCoreRunConfig = run::read_json(&rd.config())?;
     let state: TrainState = run::read_json(&rd.state())?;
     let model = tp::load_model(&cfg, &rd.best(), device)?;
-    let category = Category::open(&cfg.data)?;
-    let split = Split::anomaly_detection(&category, cfg.split_seed);
-    let scores = super::score_split(&split, &cfg.preprocess, &out.maps, progress, |item, _| {
-        score_item(&model, &cfg, item)
-    })?;
     let facts = RunFacts {
         model: "patchcore".into(),
         arch: format!("patchcore/{}", cfg.patchcore.backbone.name()),
@@ -79,7 +62,14 @@ pub fn evaluate_to(
             cfg.patchcore.blur_sigma
         ),
     };
-    let m = Metrics::from_scores(&split, &scores, facts);
-    super::write_outputs(out, &m, &scores)?;
-    Ok(m)
+    let out = EvalOutputs::of(rd);
+    super::evaluate_detector(
+        &cfg.data,
+        cfg.split_seed,
+        &cfg.preprocess,
+        &out,
+        progress,
+        facts,
+        |item, _| score_item(&model, &cfg, item),
+    )
 }

@@ -356,12 +356,28 @@ fn ensure_glass(
         progress: opts.progress,
     };
     tg::train(cfg.clone(), &topts)?;
+    let name = format!("GLASS ({})", cfg.preset);
+    detector_result(opts, dir, "glass", name, state_before, |rd| {
+        eval::glass::evaluate(rd, opts.device, opts.threads, opts.progress)
+    })
+}
+
+/// The evaluated result of a trained detector run in `dir`: its current `metrics.json` reused, or
+/// `evaluate` run; its scores and checkpoint facts.
+fn detector_result(
+    opts: &ExperimentOptions,
+    dir: &Path,
+    role: &str,
+    name: String,
+    state_before: Option<TrainState>,
+    evaluate: impl FnOnce(&RunDir) -> Result<Metrics>,
+) -> Result<(RunResult, ScoresFile)> {
     let rd = RunDir::open(dir)?;
     let (metrics, eval_seconds) = if eval_is_current(&rd, &rd.metrics()) {
         (run::read_json::<Metrics>(&rd.metrics())?, None)
     } else {
         let t = Instant::now();
-        let m = eval::glass::evaluate(&rd, opts.device, opts.threads, opts.progress)?;
+        let m = evaluate(&rd)?;
         (m, Some(t.elapsed().as_secs_f64()))
     };
     let scores: ScoresFile = run::read_json(&rd.root.join("scores.json"))?;
@@ -369,8 +385,8 @@ fn ensure_glass(
     Ok((
         RunResult {
             category: metrics.category.clone(),
-            role: "glass".into(),
-            name: format!("GLASS ({})", cfg.preset),
+            role: role.into(),
+            name,
             dir: rel(opts, dir),
             metrics,
             gradcampp: None,
@@ -408,31 +424,10 @@ fn ensure_patchcore(
         progress: opts.progress,
     };
     tp::train(cfg.clone(), &topts)?;
-    let rd = RunDir::open(dir)?;
-    let (metrics, eval_seconds) = if eval_is_current(&rd, &rd.metrics()) {
-        (run::read_json::<Metrics>(&rd.metrics())?, None)
-    } else {
-        let t = Instant::now();
-        let m = eval::patchcore::evaluate(&rd, opts.device, opts.threads, opts.progress)?;
-        (m, Some(t.elapsed().as_secs_f64()))
-    };
-    let scores: ScoresFile = run::read_json(&rd.root.join("scores.json"))?;
-    let (checkpoint_bytes, parameters) = checkpoint_facts(&rd.best());
-    Ok((
-        RunResult {
-            category: metrics.category.clone(),
-            role: "patchcore".into(),
-            name: format!("PatchCore ({} features)", cfg.preset),
-            dir: rel(opts, dir),
-            metrics,
-            gradcampp: None,
-            checkpoint_bytes,
-            parameters,
-            eval_seconds,
-            reused: state_before.is_some_and(|s| s.finished) && eval_seconds.is_none(),
-        },
-        scores,
-    ))
+    let name = format!("PatchCore ({} features)", cfg.preset);
+    detector_result(opts, dir, "patchcore", name, state_before, |rd| {
+        eval::patchcore::evaluate(rd, opts.device, opts.threads, opts.progress)
+    })
 }
 
 fn read_state(dir: &Path) -> Option<TrainState> {

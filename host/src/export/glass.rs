@@ -334,6 +334,21 @@ impl Emitter {
     }
 }
 
+impl Emitter {
+    /// `image_score` = ReduceMax of the `patch_scores` tensor (already emitted) over the grid, and
+    /// both declared as graph outputs: `[batch, grid, grid]` and `[batch]`.
+    pub(super) fn score_outputs(&mut self, batch: Dim, grid: i64) {
+        self.g.node(
+            "ReduceMax",
+            &[PATCH_SCORES],
+            &[("axes", Attr::Ints(vec![1, 2])), ("keepdims", Attr::Int(0))],
+            Some(IMAGE_SCORE),
+        );
+        self.g.output(PATCH_SCORES, &[batch.clone(), Dim::Fixed(grid), Dim::Fixed(grid)]);
+        self.g.output(IMAGE_SCORE, &[batch]);
+    }
+}
+
 /// Builds the GLASS graph for `glass` at its configured image size.
 pub fn build(glass: &Glass) -> Result<tract_onnx::pb::ModelProto> {
     let cfg = &glass.cfg;
@@ -377,15 +392,7 @@ pub fn build(glass: &Glass) -> Result<tract_onnx::pb::ModelProto> {
     let prob = e.g.node("Sigmoid", &[&logit], &[], None);
     let axes = e.g.init_i64("axes", &[1], &[1]);
     e.g.node("Squeeze", &[&prob, &axes], &[], Some(PATCH_SCORES));
-    e.g.node(
-        "ReduceMax",
-        &[PATCH_SCORES],
-        &[("axes", Attr::Ints(vec![1, 2])), ("keepdims", Attr::Int(0))],
-        Some(IMAGE_SCORE),
-    );
-    let grid = s / 8;
-    e.g.output(PATCH_SCORES, &[batch.clone(), Dim::Fixed(grid), Dim::Fixed(grid)]);
-    e.g.output(IMAGE_SCORE, &[batch]);
+    e.score_outputs(batch, s / 8);
     Ok(e.g.finish(
         "glass",
         &format!(

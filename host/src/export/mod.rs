@@ -149,6 +149,39 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
     finish(opts, &rd, man, &valid)
 }
 
+/// `golden.npz` of a model with a map (GLASS, PatchCore): a few validation inputs ([`golden_items`])
+/// with libtorch's `patch_scores [N, h, w]` (from `patch_scores`), `image_score` (their max) and
+/// `map` (the shared post-processing at `s x s`, blur `blur`).
+fn map_golden(
+    opts: &ExportOptions,
+    valid: &[Item],
+    pp: &shared::preprocess::PreprocessConfig,
+    s: i64,
+    blur: f32,
+    patch_scores: impl Fn(&Tensor) -> Tensor,
+) -> Result<()> {
+    let gitems = golden_items(valid, opts.golden.max(1));
+    let inputs = gitems.iter().map(|i| loader::image_tensor(i, pp)).collect::<Result<Vec<_>>>()?;
+    let x = Tensor::stack(&inputs, 0);
+    let ps = patch_scores(&x);
+    let img = Tensor::amax(&ps, [1, 2], false);
+    let (n, gh, gw) = ps.size3()?;
+    let mut maps = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let v: Vec<f32> = Vec::<f32>::try_from(ps.get(i).reshape([-1]))?;
+        let su = s as usize;
+        let m = shared::preprocess::glass_postprocess(&v, gw as usize, gh as usize, su, su, blur)
+            .map_err(|e| Error::Config(format!("map post-processing: {e}")))?;
+        maps.push(Tensor::from_slice(&m).view([s, s]));
+    }
+    let maps = Tensor::stack(&maps, 0);
+    Tensor::write_npz(
+        &[("input", &x), ("patch_scores", &ps), ("image_score", &img), ("map", &maps)],
+        opts.out.join(GOLDEN_FILE),
+    )?;
+    Ok(())
+}
+
 /// Steps 1-4 for GLASS: fp32 graph, golden vectors, int8 graph, provisional manifest.
 fn glass_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec<Item>)> {
     let cfg: GlassRunConfig = run::read_json(&rd.config())?;
@@ -163,27 +196,10 @@ fn glass_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec<Item
     let split = Split::anomaly_detection(&category, cfg.split_seed);
 
     // 2. Golden vectors from libtorch.
-    let gitems = golden_items(&split.valid, opts.golden.max(1));
-    let mut inputs = Vec::new();
-    for item in &gitems {
-        inputs.push(loader::image_tensor(item, &cfg.preprocess)?);
-    }
-    let x = Tensor::stack(&inputs, 0);
-    let ps = tch::no_grad(|| glass_model.patch_scores(&x)); // [N, h, w]
-    let img = Tensor::amax(&ps, [1, 2], false);
-    let (n, gh, gw) = ps.size3()?;
-    let s = cfg.glass.image_size as usize;
-    let mut maps = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let v: Vec<f32> = Vec::<f32>::try_from(ps.get(i).reshape([-1]))?;
-        let m = crate::eval::glass::postprocess(&cfg.glass, &v, gw as usize, gh as usize)?;
-        maps.push(Tensor::from_slice(&m).view([s as i64, s as i64]));
-    }
-    let maps = Tensor::stack(&maps, 0);
-    Tensor::write_npz(
-        &[("input", &x), ("patch_scores", &ps), ("image_score", &img), ("map", &maps)],
-        opts.out.join(GOLDEN_FILE),
-    )?;
+    let (s, blur) = (cfg.glass.image_size, cfg.glass.blur_sigma);
+    map_golden(opts, &split.valid, &cfg.preprocess, s, blur, |x| {
+        tch::no_grad(|| glass_model.patch_scores(x))
+    })?;
 
     // 3. int8 graph (calibrated on training normals).
     let int8_ref = if opts.int8 {
@@ -246,35 +262,8 @@ fn patchcore_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec<
 
     let category = Category::open(&cfg.data)?;
     let split = Split::anomaly_detection(&category, cfg.split_seed);
-    let gitems = golden_items(&split.valid, opts.golden.max(1));
-    let mut inputs = Vec::new();
-    for item in &gitems {
-        inputs.push(loader::image_tensor(item, &cfg.preprocess)?);
-    }
-    let x = Tensor::stack(&inputs, 0);
-    let ps = pc_model.patch_scores(&x);
-    let img = Tensor::amax(&ps, [1, 2], false);
-    let (n, gh, gw) = ps.size3()?;
-    let s = cfg.patchcore.image_size;
-    let mut maps = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let v: Vec<f32> = Vec::<f32>::try_from(ps.get(i).reshape([-1]))?;
-        let m = shared::preprocess::glass_postprocess(
-            &v,
-            gw as usize,
-            gh as usize,
-            s as usize,
-            s as usize,
-            cfg.patchcore.blur_sigma,
-        )
-        .map_err(|e| Error::Config(format!("map post-processing: {e}")))?;
-        maps.push(Tensor::from_slice(&m).view([s, s]));
-    }
-    let maps = Tensor::stack(&maps, 0);
-    Tensor::write_npz(
-        &[("input", &x), ("patch_scores", &ps), ("image_score", &img), ("map", &maps)],
-        opts.out.join(GOLDEN_FILE),
-    )?;
+    let (s, blur) = (cfg.patchcore.image_size, cfg.patchcore.blur_sigma);
+    map_golden(opts, &split.valid, &cfg.preprocess, s, blur, |x| pc_model.patch_scores(x))?;
 
     let int8_ref = if opts.int8 {
         let calib: Vec<&Item> = split.train.iter().take(opts.calib.max(1)).collect();

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use tch::{Kind, Tensor};
 
-use super::glass::{Emitter, IMAGE_SCORE, PATCH_SCORES};
+use super::glass::{Emitter, PATCH_SCORES};
 use super::onnx::{Attr, Dim};
 use crate::models::patchcore::{PatchCore, BANK_CHUNK};
 use crate::{Error, Result};
@@ -71,15 +71,7 @@ pub fn build(model: &PatchCore) -> Result<tract_onnx::pb::ModelProto> {
     let d2 = e.g.node("Add", &[&best, &f_sq], &[], None);
     let d2 = e.g.node("Relu", &[&d2], &[], None);
     e.g.node("Sqrt", &[&d2], &[], Some(PATCH_SCORES));
-    e.g.node(
-        "ReduceMax",
-        &[PATCH_SCORES],
-        &[("axes", Attr::Ints(vec![1, 2])), ("keepdims", Attr::Int(0))],
-        Some(IMAGE_SCORE),
-    );
-    let grid = s / 8;
-    e.g.output(PATCH_SCORES, &[batch.clone(), Dim::Fixed(grid), Dim::Fixed(grid)]);
-    e.g.output(IMAGE_SCORE, &[batch]);
+    e.score_outputs(batch, s / 8);
     Ok(e.g.finish(
         "patchcore",
         &format!(

@@ -141,14 +141,16 @@ struct StepStats {
 
 /// The preprocessing contract of a GLASS config.
 pub fn preprocess_config(cfg: &GlassConfig) -> PreprocessConfig {
+    square_input(cfg.image_size, cfg.mean, cfg.std)
+}
+
+/// A square `size x size` input, squashed (no crop), normalised with `mean` / `std`: the contract
+/// of every anomaly detector here.
+pub fn square_input(size: i64, mean: [f32; 3], std: [f32; 3]) -> PreprocessConfig {
     PreprocessConfig {
-        mean: cfg.mean,
-        std: cfg.std,
-        ..PreprocessConfig::imagenet(
-            cfg.image_size as u32,
-            cfg.image_size as u32,
-            ResizeMode::Squash,
-        )
+        mean,
+        std,
+        ..PreprocessConfig::imagenet(size as u32, size as u32, ResizeMode::Squash)
     }
 }
 

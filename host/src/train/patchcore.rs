@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use shared::preprocess::{PreprocessConfig, ResizeMode};
+use shared::preprocess::PreprocessConfig;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::category::Category;
@@ -97,17 +97,9 @@ pub struct BankLine {
     pub seconds: f64,
 }
 
-/// The input contract of a PatchCore config.
+/// The input contract of a PatchCore config (the GLASS one: square, squashed, its mean/std).
 pub fn preprocess_config(cfg: &PatchCoreConfig) -> PreprocessConfig {
-    PreprocessConfig {
-        mean: cfg.mean,
-        std: cfg.std,
-        ..PreprocessConfig::imagenet(
-            cfg.image_size as u32,
-            cfg.image_size as u32,
-            ResizeMode::Squash,
-        )
-    }
+    crate::train::glass::square_input(cfg.image_size, cfg.mean, cfg.std)
 }
 
 /// A model ready for scoring: backbone loaded, bank loaded from `ckpt`.

@@ -1,0 +1,98 @@
+//! `device inspect` as a line integrator's script calls it: exit code 0 (all pass) / 1 (any fail) / 2
+//! (error), one JSON line per image; a missing, damaged or tampered bundle is exit 2 with a message that
+//! names the file, never a panic.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
+}
+
+fn inspect(bundle: &Path, images: &[PathBuf]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_device"))
+        .arg("inspect")
+        .arg("--model")
+        .arg(bundle)
+        .args(images)
+        .output()
+        .expect("running the device binary")
+}
+
+fn samples() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(demo().join("samples"))
+        .expect("models/demo/samples")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn copy_bundle(dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(demo()).unwrap().flatten() {
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn demo_bundle_gives_one_json_line_per_image_and_a_verdict_exit_code() {
+    let files = samples();
+    let out = inspect(&demo(), &files);
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(0) | Some(1)),
+        "{code:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), files.len());
+    let any_fail = lines.iter().any(|l| l["verdict"] == "fail");
+    assert_eq!(code, Some(if any_fail { 1 } else { 0 }), "exit code follows the verdicts");
+}
+
+#[test]
+fn unreadable_bundles_exit_2_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = samples().remove(0);
+
+    // No bundle at all.
+    let missing = tmp.path().join("nothing-here");
+    let out = inspect(&missing, std::slice::from_ref(&img));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("manifest.json"), "{err}");
+
+    // A manifest that is not JSON.
+    let broken = tmp.path().join("broken");
+    copy_bundle(&broken);
+    std::fs::write(broken.join("manifest.json"), b"{ not json").unwrap();
+    let out = inspect(&broken, std::slice::from_ref(&img));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("manifest.json"), "{err}");
+
+    // A model file edited after export: the sha256 check refuses it.
+    let edited = tmp.path().join("edited");
+    copy_bundle(&edited);
+    let onnx = edited.join("model_fp32.onnx");
+    let mut bytes = std::fs::read(&onnx).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&onnx, bytes).unwrap();
+    let out = inspect(&edited, std::slice::from_ref(&img));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("sha256") && err.contains("model_fp32.onnx"), "{err}");
+
+    // An unreadable image with a good bundle: exit 2, the error names the image, no panic.
+    let bad = tmp.path().join("bad.png");
+    std::fs::write(&bad, b"not a png").unwrap();
+    let out = inspect(&demo(), &[bad]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("bad.png") && stdout.contains("\"error\""), "{stdout}");
+}

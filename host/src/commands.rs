@@ -159,6 +159,10 @@ pub struct TrainClassifierArgs {
     /// stages.3.downsample.conv3, the experiment protocol's "stage 4, third conv").
     #[arg(long)]
     pub cam_layer: Option<String>,
+    /// Stop after N epochs in this call, unfinished; running the same command again resumes exactly
+    /// where it stopped (weights, optimizer moments, random streams). Splits a long run into chunks.
+    #[arg(long)]
+    pub pause_after: Option<usize>,
     /// libtorch threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -255,6 +259,10 @@ pub struct TrainGlassArgs {
     /// Folder of foreground masks named like the training images (restricts LAS to the part).
     #[arg(long)]
     pub fg_masks: Option<PathBuf>,
+    /// Stop after N epochs in this call, unfinished; running the same command again resumes exactly
+    /// where it stopped (weights, optimizer moments, random streams). Splits a long run into chunks.
+    #[arg(long)]
+    pub pause_after: Option<usize>,
     /// libtorch threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -442,12 +450,14 @@ pub fn run_train(cmd: TrainCommand) -> anyhow::Result<()> {
                 fg_masks: a.fg_masks.clone(),
                 threads: a.threads,
                 progress: show_progress(),
+                pause_after: a.pause_after,
             };
             let state = train(cfg, &opts).with_context(|| {
                 format!("training GLASS on {} into {}", a.data.display(), a.out.display())
             })?;
             println!(
-                "trained {} epochs in {:.0} s; best validation image AUROC {:.4} at epoch {} -> {}",
+                "{} {} epochs in {:.0} s; best validation image AUROC {:.4} at epoch {} -> {}",
+                if state.finished { "trained" } else { "paused after" },
                 state.epochs_done,
                 state.train_seconds,
                 state.best_val_auroc,
@@ -500,6 +510,7 @@ fn run_train_classifier(a: &TrainClassifierArgs) -> anyhow::Result<()> {
         train_defects: a.train_defects.clone(),
         threads: a.threads,
         progress: show_progress(),
+        pause_after: a.pause_after,
     };
     let state = tc::train(cfg, &opts).with_context(|| {
         format!(
@@ -510,7 +521,8 @@ fn run_train_classifier(a: &TrainClassifierArgs) -> anyhow::Result<()> {
         )
     })?;
     println!(
-        "trained {} epochs in {:.0} s; best validation AUROC {:.4} at epoch {} -> {}",
+        "{} {} epochs in {:.0} s; best validation AUROC {:.4} at epoch {} -> {}",
+        if state.finished { "trained" } else { "paused after" },
         state.epochs_done,
         state.train_seconds,
         state.best_val_auroc,

@@ -354,6 +354,7 @@ fn ensure_glass(
         fg_masks,
         threads: opts.threads,
         progress: opts.progress,
+        pause_after: None,
     };
     tg::train(cfg.clone(), &topts)?;
     let name = format!("GLASS ({})", cfg.preset);
@@ -464,6 +465,7 @@ fn ensure_classifier(
         train_defects: train_defects.clone(),
         threads: opts.threads,
         progress: opts.progress,
+        pause_after: None,
     };
     tc::train(cfg.clone(), &topts)?;
     let rd = RunDir::open(dir)?;

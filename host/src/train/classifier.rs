@@ -19,14 +19,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use shared::preprocess::{PreprocessConfig, ResizeMode};
-use tch::nn::OptimizerConfig;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::data::category::Category;
 use crate::data::loader;
 use crate::data::split::{Label, Split};
 use crate::eval::metrics;
 use crate::models::classifier::{Arch, Classifier};
+use crate::train::optim::{self, Adam, Decay};
 use crate::train::run::{self, DeviceChoice, RunDir, TrainState};
 use crate::{Error, Result};
 
@@ -178,6 +178,9 @@ pub struct ClassifierTrainOptions {
     pub threads: usize,
     /// Progress bars.
     pub progress: bool,
+    /// Stop after this many epochs in this call, unfinished (the next call resumes); `None`: run to the
+    /// end.
+    pub pause_after: Option<usize>,
 }
 
 /// One line of `epochs.jsonl`.
@@ -322,14 +325,17 @@ pub fn train(cfg: ClassifierConfig, opts: &ClassifierTrainOptions) -> Result<Tra
     } else if let Some(w) = &weights {
         model.load_pretrained(w)?;
     }
-    let mut opt =
-        nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&model.vs, cfg.lr)?;
+    let mut opt = Adam::new(&model.vs, cfg.lr, cfg.weight_decay, Decay::Decoupled);
+    if state.epochs_done > 0 {
+        optim::resume(&mut opt, &rd.optimizer("model"))?;
+    }
+    let first_epoch = state.epochs_done;
     let n = train_imgs.len() as f64;
     let n_ab = counts.train_abnormal as f64;
     let class_w = Tensor::from_slice(&[(n / (2.0 * (n - n_ab))) as f32, (n / (2.0 * n_ab)) as f32])
         .to_device(device);
     let steps_per_epoch = train_imgs.len().div_ceil(cfg.batch_size);
-    let set_lr = |opt: &mut nn::Optimizer, step: usize| -> f64 {
+    let set_lr = |opt: &mut Adam, step: usize| -> f64 {
         let warm = ((step + 1) as f64 / steps_per_epoch as f64).min(1.0);
         let lr = cfg.lr * warm;
         for g in 0..cfg.arch.groups() {
@@ -342,9 +348,16 @@ pub fn train(cfg: ClassifierConfig, opts: &ClassifierTrainOptions) -> Result<Tra
     let secs_before = state.train_seconds;
     let started = Instant::now();
     loop {
+        if opts.pause_after.is_some_and(|n| state.epochs_done - first_epoch >= n) {
+            break;
+        }
         let epoch = state.epochs_done + 1;
         let t0 = Instant::now();
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003) ^ epoch as u64);
+        let eseed = cfg.seed.wrapping_mul(1_000_003) ^ epoch as u64;
+        // Per-epoch seeding of both generators (shuffle/flips and drop path): a resumed run draws what
+        // an uninterrupted one would.
+        tch::manual_seed(eseed as i64);
+        let mut rng = ChaCha8Rng::seed_from_u64(eseed);
         let mut order: Vec<usize> = (0..train_imgs.len()).collect();
         order.shuffle(&mut rng);
         let (mut loss_sum, mut correct, mut iters) = (0.0, 0usize, 0usize);
@@ -369,7 +382,10 @@ pub fn train(cfg: ClassifierConfig, opts: &ClassifierTrainOptions) -> Result<Tra
             let logits = model.forward(&x, true);
             let loss =
                 logits.cross_entropy_loss(&y, Some(&class_w), tch::Reduction::Mean, -100, 0.0);
-            opt.backward_step_clip_norm(&loss, cfg.clip_norm);
+            opt.zero_grad();
+            loss.backward();
+            opt.clip_grad_norm(cfg.clip_norm);
+            opt.step();
             loss_sum += loss.double_value(&[]);
             correct +=
                 i64::try_from(logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64))? as usize;
@@ -383,6 +399,7 @@ pub fn train(cfg: ClassifierConfig, opts: &ClassifierTrainOptions) -> Result<Tra
         let vs = predict(&model, &vrefs, cfg.batch_size, device)?;
         let val_auroc = metrics::auroc(&vs, &valid_labels).unwrap_or(0.0);
         model.save(&rd.last())?;
+        opt.save(&rd.optimizer("model"))?;
         if state.record_epoch(epoch, val_auroc, val_auroc) {
             model.save(&rd.best())?;
         }

@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr_free::normal;
 use serde::{Deserialize, Serialize};
 use shared::preprocess::{PreprocessConfig, ResizeMode};
-use tch::nn::{self, Module, ModuleT, OptimizerConfig};
+use tch::nn::{Module, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::category::Category;
@@ -37,6 +37,7 @@ use crate::models::backbone;
 use crate::models::glass::distribution::{self, Judgement};
 use crate::models::glass::textures::TextureSource;
 use crate::models::glass::{loss, perlin, Distribution, Glass, GlassConfig};
+use crate::train::optim::{self, Adam, Decay};
 pub use crate::train::run::TrainState;
 use crate::train::run::{self, DeviceChoice, RunDir};
 use crate::{Error, Result};
@@ -60,6 +61,9 @@ pub struct GlassTrainOptions {
     pub threads: usize,
     /// Show a progress bar.
     pub progress: bool,
+    /// Stop after this many epochs in this call, unfinished (the next call resumes); `None`: run to the
+    /// end.
+    pub pause_after: Option<usize>,
 }
 
 /// The resolved configuration a GLASS run writes to `config.json`.
@@ -308,10 +312,13 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
         glass.load(&rd.last())?;
         tracing::info!("resuming after epoch {}", state.epochs_done);
     }
-    let mut opt_p =
-        nn::Adam { wd: cfg.wd_proj, ..Default::default() }.build(&glass.proj_vs, cfg.lr_proj)?;
-    let mut opt_d =
-        nn::AdamW { wd: cfg.wd_dsc, ..Default::default() }.build(&glass.dsc_vs, cfg.lr_dsc)?;
+    let mut opt_p = Adam::new(&glass.proj_vs, cfg.lr_proj, cfg.wd_proj, Decay::Coupled);
+    let mut opt_d = Adam::new(&glass.dsc_vs, cfg.lr_dsc, cfg.wd_dsc, Decay::Decoupled);
+    if state.epochs_done > 0 {
+        optim::resume(&mut opt_p, &rd.optimizer("proj"))?;
+        optim::resume(&mut opt_d, &rd.optimizer("dsc"))?;
+    }
+    let first_epoch = state.epochs_done;
 
     // Feature caches: the backbone is frozen, so clean training and validation features never change.
     let embed_all = |imgs: &[&Tensor], what: &str| -> Vec<Tensor> {
@@ -359,6 +366,11 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
     let secs_before = state.train_seconds;
 
     while state.epochs_done < cfg.max_epochs && state.since_best < cfg.patience {
+        if opts.pause_after.is_some_and(|n| state.epochs_done - first_epoch >= n) {
+            run::write_json(&rd.state(), &state)?;
+            epoch_bar.finish_and_clear();
+            return Ok(state);
+        }
         let epoch = state.epochs_done + 1;
         let t0 = Instant::now();
         // Per-epoch seeding: a resumed run draws what an uninterrupted one would.
@@ -473,6 +485,8 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
         let score = val_auroc + val_pixel.unwrap_or(0.0);
 
         glass.save(&rd.last())?;
+        opt_p.save(&rd.optimizer("proj"))?;
+        opt_d.save(&rd.optimizer("dsc"))?;
         if state.record_epoch(epoch, val_auroc, score) {
             glass.save(&rd.best())?;
         }
@@ -552,8 +566,8 @@ fn step(
     f_feat: &Tensor,
     mask_s: &Tensor,
     center: Option<&Tensor>,
-    opt_p: &mut nn::Optimizer,
-    opt_d: &mut nn::Optimizer,
+    opt_p: &mut Adam,
+    opt_d: &mut Adam,
 ) -> StepStats {
     let device = t_feat.device();
     let b = t_feat.size()[0];

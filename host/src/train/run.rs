@@ -82,6 +82,10 @@ impl RunDir {
     pub fn last(&self) -> PathBuf {
         self.root.join("checkpoint_last.safetensors")
     }
+    /// `optimizer_NAME.safetensors`: an optimizer's moments after the last epoch (resume).
+    pub fn optimizer(&self, name: &str) -> PathBuf {
+        self.root.join(format!("optimizer_{name}.safetensors"))
+    }
     /// `state.json`.
     pub fn state(&self) -> PathBuf {
         self.root.join("state.json")

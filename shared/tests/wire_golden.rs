@@ -4,8 +4,10 @@
 //! `shared::wire::PROTOCOL_VERSION` (and the stations and line software must be updated together).
 //! Adding vectors for new messages is fine.
 //!
-//! The serial frames were cross-checked against an independent implementation (Python
-//! `zlib.crc32` and a textbook COBS encoder) when they were written.
+//! The serial frames are cross-checked on every run against an independent implementation:
+//! `scripts/fixtures/check_wire_frames.py` (the `cobs` package and Python's `zlib.crc32`) recomputes
+//! the frame of every vector here and of the worked examples in docs/wire-protocol.md
+//! (`golden_frames_agree_with_python_cobs_and_zlib`).
 //!
 //! Also here: the `FrameDecoder` behaviours (partial reads, several frames per chunk, garbage,
 //! bad CRC, oversize frames, unknown versions) and the `MAX_FRAME` bound.
@@ -174,6 +176,31 @@ fn golden_ack_invalid_argument() {
         &[1, 3, 2, 1],
         &[9, 1, 3, 2, 1, 52, 84, 143, 222, 0],
     );
+}
+
+/// The independent cross-check: `$GLASS_EDGE_PYTHON` (set by scripts/env.sh; else `python3`) runs the
+/// checked-in script; it fails (never skips) when Python or the `cobs` package is missing.
+#[test]
+fn golden_frames_agree_with_python_cobs_and_zlib() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::env::var_os("GLASS_EDGE_PYTHON").unwrap_or_else(|| "python3".into());
+    let out = std::process::Command::new(&python)
+        .arg(root.join("scripts/fixtures/check_wire_frames.py"))
+        .arg("--repo")
+        .arg(&root)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python:?}: {e} (bash scripts/setup installs it)"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check_wire_frames.py failed ({}):\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every golden test of this file is among the vectors the script checked.
+    let n: usize = stdout.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let here = include_str!("wire_golden.rs").matches("\n    check_golden(").count();
+    assert!(n >= here + 3, "the script checked {n} vectors; this file has {here} (+3 in the docs)");
 }
 
 #[test]

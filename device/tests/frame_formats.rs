@@ -1,5 +1,6 @@
-//! Camera frame conversion on recorded frames (device/tests/frames, made by make_frames.py): YUYV
-//! through the BT.601 limited-range integer decoder matches the floating-point reference within 1 level;
+//! Camera frame conversion on synthesised frames (device/tests/frames, written by make_frames.py; not
+//! recorded from a camera): YUYV through the BT.601 limited-range integer decoder matches the
+//! floating-point reference within 1 level;
 //! an MJPG frame decodes to what libjpeg gives within a few levels (different IDCT / chroma upsampling);
 //! RGB3 rows are unpadded; short frames are errors, not panics.
 use std::path::Path;

@@ -192,3 +192,111 @@ fn results_survive_a_broker_restart_in_order() -> anyhow::Result<()> {
     assert!(maps > 0);
     Ok(())
 }
+
+/// The spool outlives the station: with the broker unreachable, a station with `spool_max = 3`
+/// inspects five frames, drops the two oldest results (counted in `spool_dropped`) and exits with
+/// three entries on disk; a new station started on the same state folder, with the broker up,
+/// publishes those three first (in order, with the first boot's `uid`s), then its own result.
+#[test]
+fn spool_survives_a_station_restart_and_counts_its_drops() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox)?;
+    let config = |frames: usize, existing: bool| -> anyhow::Result<StationConfig> {
+        let text = format!(
+            "station_id = \"test-2\"\nmodel = \"{}\"\ninspect_window_ms = 20000\nstate_dir = \"state\"\n\
+             max_frames = {frames}\n[source]\nkind = \"folder\"\npath = \"inbox\"\npoll_ms = 20\n\
+             existing = {existing}\n[outputs]\nstdout = false\n[outputs.mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n\
+             prefix = \"ge\"\nspool_max = 3\n",
+            demo().display()
+        );
+        Ok(StationConfig::parse(&text, &dir.path().join("station.toml"))?)
+    };
+    let spooled = |d: &Path| -> anyhow::Result<Vec<String>> {
+        let mut v: Vec<String> = std::fs::read_dir(d)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let spool_dir = dir.path().join("state/spool");
+
+    // First boot, no broker: five results (the files already waiting), room for three.
+    drop_files(&inbox, 0, 5)?;
+    let cfg = config(5, true)?;
+    let first = std::thread::spawn(move || station::run(&cfg, &AtomicBool::new(false)));
+    let summary = first.join().map_err(|_| anyhow::anyhow!("station panicked"))??;
+    assert_eq!(summary.counters.frames, 5);
+    assert_eq!(summary.counters.spool_dropped, 2, "two results over spool_max");
+    let left = spooled(&spool_dir)?;
+    eprintln!("left in the spool after the first boot: {left:?}");
+    assert_eq!(left.len(), 3, "{left:?}");
+    let seqs: Vec<&str> =
+        left.iter().filter_map(|n| n.trim_end_matches(".json").rsplit('-').next()).collect();
+    assert_eq!(seqs, ["0000000003", "0000000004", "0000000005"], "the newest three are kept");
+
+    // Broker up, the line side subscribed, second boot on the same state folder.
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n"))?;
+    let broker = start_broker(&conf, port)?;
+    let (sub, mut conn) = Client::new(MqttOptions::new("line-mes-2", "127.0.0.1", port), 64);
+    let (tx, rx) = mpsc::channel::<serde_json::Value>();
+    let (subscribed_tx, subscribed) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        for ev in conn.iter() {
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = sub.try_subscribe("ge/test-2/result", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = subscribed_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Ok(v) = serde_json::from_slice(&p.payload) {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    });
+    subscribed.recv_timeout(Duration::from_secs(10)).context("the line side never subscribed")?;
+    // The second boot skips the files the first one inspected; its frame is the one dropped below.
+    let cfg = config(1, false)?;
+    let second = std::thread::spawn(move || station::run(&cfg, &AtomicBool::new(false)));
+    let mut uids: Vec<String> = Vec::new();
+    let collect = |want: usize, uids: &mut Vec<String>| -> anyhow::Result<()> {
+        let end = Instant::now() + Duration::from_secs(60);
+        while uids.len() < want && Instant::now() < end {
+            if let Ok(v) = rx.recv_timeout(Duration::from_millis(100)) {
+                let uid = v["uid"].as_str().context("result without uid")?.to_string();
+                if !uids.contains(&uid) {
+                    uids.push(uid);
+                }
+            }
+        }
+        Ok(())
+    };
+    // The spooled results go out first; a new frame only after they left (otherwise a fourth result
+    // would push the oldest out of the three-entry spool, as spool_max says).
+    collect(3, &mut uids)?;
+    drop_files(&inbox, 5, 6)?;
+    collect(4, &mut uids)?;
+    let summary = second.join().map_err(|_| anyhow::anyhow!("station panicked"))??;
+    stop_broker(broker)?;
+    eprintln!("published after the restart: {uids:?}");
+    assert_eq!(summary.counters.spool_dropped, 0);
+    let spooled_uids: Vec<String> =
+        left.iter().map(|n| n.trim_end_matches(".json").to_string()).collect();
+    assert_eq!(uids.len(), 4, "{uids:?}");
+    assert_eq!(uids[..3], spooled_uids[..], "the spooled results first, in order");
+    assert!(uids[3].ends_with("-0000000001") && uids[3] > uids[2], "then the new boot's: {uids:?}");
+    assert!(spooled(&spool_dir)?.is_empty(), "the spool drained");
+    Ok(())
+}

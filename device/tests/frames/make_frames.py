@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerates the recorded camera frames of device/tests/frame_formats.rs (run from this folder):
+"""Regenerates the synthesised camera frames (not recorded from a camera) of device/tests/frame_formats.rs (run from this folder):
 
 - bars_16x8.yuyv: a 16x8 YUYV frame (colour bars + a luma ramp), with the RGB a BT.601 limited-range
   decoder must give in bars_16x8.yuyv.rgb (computed here with the floating-point BT.601 matrix, rounded);

@@ -20,6 +20,10 @@ pub fn samples() -> anyhow::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// Largest int8-vs-fp32 score difference on the samples, as a share of the threshold: measured 4.0%
+/// (crack_000, x86_64, tract 0.23.9); the bound leaves room for other CPUs' kernels.
+const INT8_SCORE_TOLERANCE: f32 = 0.1;
+
 #[test]
 fn demo_bundle_is_small_and_judges_its_samples() -> anyhow::Result<()> {
     let mut bytes = 0u64;
@@ -38,6 +42,7 @@ fn demo_bundle_is_small_and_judges_its_samples() -> anyhow::Result<()> {
     assert_eq!(rows.len(), files.len(), "samples.json lists every sample");
     let fp32 = Engine::load(&demo(), Precision::Fp32)?;
     let int8 = Engine::load(&demo(), Precision::Int8)?;
+    let mut worst = 0f32;
     for row in rows {
         let name = row["file"].as_str().context("file")?;
         let want = row["libtorch_score"].as_f64().context("libtorch_score")? as f32;
@@ -48,9 +53,15 @@ fn demo_bundle_is_small_and_judges_its_samples() -> anyhow::Result<()> {
         assert!((r.score - want).abs() <= 1e-4, "{name}: tract {} vs libtorch {want}", r.score);
         assert_eq!(if r.fail { "fail" } else { "pass" }, row["expected"], "{name}");
         assert!(r.map.is_some());
+        // int8 gives the same verdict as fp32, with a score close to it.
         let q = int8.infer_rgb(&rgb, w, h, false)?;
-        assert!(q.score.is_finite(), "{name}: int8 score {}", q.score);
+        let d = (q.score - r.score).abs();
+        eprintln!("{name}: int8 {:.5} (|diff| {d:.5}) fail {}", q.score, q.fail);
+        worst = worst.max(d / r.threshold);
+        assert_eq!(q.fail, r.fail, "{name}: int8 score {} vs fp32 {}", q.score, r.score);
     }
+    eprintln!("int8 vs fp32: largest score difference {:.1}% of the threshold", 100.0 * worst);
+    assert!(worst <= INT8_SCORE_TOLERANCE, "int8 score off by {worst:.3} thresholds");
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use host::experiment::report::{
-    CategoryResult, DetectionRow, ExplanationRow, Results, Spread, UnseenRow,
+    recall_at_fpr, CategoryResult, DetectionRow, ExplanationRow, MatchedRow, Results, Spread,
+    UnseenRow,
 };
 use host::experiment::{ClassifierSpec, ExperimentOptions};
 use host::models::classifier::Arch;
@@ -89,9 +90,72 @@ fn unseen(cat: &str, classifier_recall: f64, glass_recall: f64) -> UnseenRow {
         classifier_recall,
         classifier_all_types_recall: 1.0,
         glass_recall,
+        classifier_fpr: None,
+        glass_recall_matched: None,
         patchcore_recall: None,
         spread: Spread::default(),
     }
+}
+
+fn matched(cat: &str, classifier_fpr: f64, classifier_recall: f64, recall: f64) -> MatchedRow {
+    MatchedRow {
+        category: cat.into(),
+        model: "GLASS".into(),
+        role: "glass".into(),
+        classifier: "lite0".into(),
+        classifier_fpr,
+        classifier_recall,
+        recall,
+        spread: Spread::default(),
+    }
+}
+
+#[test]
+fn recall_at_a_false_alarm_rate_never_exceeds_that_rate() {
+    let normal = [0.1f32, 0.2, 0.3, 0.4];
+    let abnormal = [0.25f32, 0.35, 0.5];
+    // 0%: the cut is the highest good score (0.4): only 0.5 is above it.
+    assert_eq!(recall_at_fpr(&normal, &abnormal, 0.0), Some(1.0 / 3.0));
+    // 25% (one of four good parts may be flagged): cut 0.3.
+    assert_eq!(recall_at_fpr(&normal, &abnormal, 0.25), Some(2.0 / 3.0));
+    // 30% still allows only one: the rate is never exceeded.
+    assert_eq!(recall_at_fpr(&normal, &abnormal, 0.3), Some(2.0 / 3.0));
+    assert_eq!(recall_at_fpr(&normal, &abnormal, 1.0), Some(1.0));
+    // Ties at the cut stay unflagged: three good parts at 0.5 and a 1/4 rate flag none of them.
+    assert_eq!(recall_at_fpr(&[0.5, 0.5, 0.5, 0.1], &[0.5, 0.6], 0.25), Some(0.5));
+    assert_eq!(recall_at_fpr(&[], &abnormal, 0.1), None);
+    assert_eq!(recall_at_fpr(&normal, &abnormal, f64::NAN), None);
+}
+
+/// GLASS's recall at its own threshold beats the classifier's only because that threshold flags
+/// more good parts; at the classifier's false-alarm rate it recalls less. Judged at matched false
+/// alarms, the finding does not hold, and the evidence says so.
+#[test]
+fn recall_is_compared_at_matched_false_alarms() {
+    let mut r = empty(&["part"]);
+    r.detection.push(det("part", "GLASS", "glass", [0.80, 0.95, 0.40, 0.85, 0.8], &[]));
+    r.detection.push(det("part", "lite0", "classifier", [0.80, 0.85, 0.05, 0.9, 0.85], &[]));
+    r.matched.push(matched("part", 0.05, 0.85, 0.60));
+    r.finish();
+    let (v, ev) = verdict(&r, 1);
+    assert_eq!(v, "does not hold", "{ev}");
+    assert!(
+        ev.contains("at the same false-alarm rate as lite0 (5.0%), GLASS recalls 60.0%"),
+        "{ev}"
+    );
+
+    // Unseen types: 100% at GLASS's own threshold, 40% at the classifier's false-alarm rate.
+    let mut r = empty(&["part"]);
+    r.detection.push(det("part", "GLASS", "glass", [0.95, 1.0, 0.3, 0.9, 0.95], &[]));
+    r.detection.push(det("part", "lite0", "classifier", [0.9, 0.8, 0.1, 0.9, 0.85], &[]));
+    let mut u = unseen("part", 0.5, 1.0);
+    u.classifier_fpr = Some(0.1);
+    u.glass_recall_matched = Some(0.4);
+    r.unseen.push(u);
+    r.finish();
+    let (v, ev) = verdict(&r, 3);
+    assert_eq!(v, "does not hold", "{ev}");
+    assert!(ev.contains("false-alarm rate on good parts (10.0%), GLASS recalls 40.0%"), "{ev}");
 }
 
 fn verdict(r: &Results, id: u8) -> (String, String) {

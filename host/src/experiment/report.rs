@@ -143,6 +143,52 @@ pub struct ExplanationRow {
     pub spread: Spread,
 }
 
+/// A detector and a classifier at the same false-alarm rate: the detector's recall on its test
+/// defects at the threshold where it flags no more of its good test parts than the classifier does
+/// at the classifier's validation threshold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MatchedRow {
+    /// Category.
+    pub category: String,
+    /// Detector display name.
+    pub model: String,
+    /// "glass" or "patchcore".
+    pub role: String,
+    /// Classifier display name.
+    pub classifier: String,
+    /// The classifier's false-alarm rate on good test parts at its validation threshold.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub classifier_fpr: f64,
+    /// The classifier's recall at that threshold.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub classifier_recall: f64,
+    /// The detector's recall at the same false-alarm rate.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub recall: f64,
+    /// Spread over split seeds.
+    #[serde(default)]
+    pub spread: Spread,
+}
+
+/// Recall on `abnormal` at the strictest cut that flags at most a share `fpr` of `normal` (flagged:
+/// score strictly above the cut, so ties at the cut stay unflagged and the rate is never exceeded).
+/// `None` without scores on either side or without a rate.
+pub fn recall_at_fpr(normal: &[f32], abnormal: &[f32], fpr: f64) -> Option<f64> {
+    if normal.is_empty() || abnormal.is_empty() || !fpr.is_finite() {
+        return None;
+    }
+    let mut n = normal.to_vec();
+    n.sort_by(|a, b| b.total_cmp(a));
+    let k = (fpr.clamp(0.0, 1.0) * n.len() as f64 + 1e-9).floor() as usize;
+    let cut = n.get(k).copied().unwrap_or(f32::NEG_INFINITY);
+    Some(abnormal.iter().filter(|&&s| s > cut).count() as f64 / abnormal.len() as f64)
+}
+
+/// Share of `normal` at or above `threshold` (the station's fail rule).
+fn fpr_at(normal: &[f32], threshold: f32) -> f64 {
+    normal.iter().filter(|&&s| s >= threshold).count() as f64 / normal.len().max(1) as f64
+}
+
 /// Table 3 row: one defect type of one category.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnseenRow {
@@ -165,6 +211,14 @@ pub struct UnseenRow {
     /// GLASS recall at its validation threshold on the same images.
     #[serde(deserialize_with = "f64_or_nan")]
     pub glass_recall: f64,
+    /// The experiment-3 classifier's false-alarm rate on its good test parts at its validation
+    /// threshold.
+    #[serde(default)]
+    pub classifier_fpr: Option<f64>,
+    /// GLASS recall on the same images at that false-alarm rate on its own good test parts (the
+    /// comparison at matched false alarms; `glass_recall` is at GLASS's own validation threshold).
+    #[serde(default)]
+    pub glass_recall_matched: Option<f64>,
     /// PatchCore recall at its validation threshold on the same images (when it ran).
     #[serde(default)]
     pub patchcore_recall: Option<f64>,
@@ -212,6 +266,9 @@ pub struct Results {
     pub explanation: Vec<ExplanationRow>,
     /// Table 3, unseen defect types.
     pub unseen: Vec<UnseenRow>,
+    /// Each detector against each classifier at the classifier's false-alarm rate (per category).
+    #[serde(default)]
+    pub matched: Vec<MatchedRow>,
     /// The three findings.
     pub conclusion: Vec<Finding>,
     /// Split seeds of the runs; with more than one, the tables above hold the mean over seeds with
@@ -299,6 +356,7 @@ impl Results {
             detection: Vec::new(),
             explanation: Vec::new(),
             unseen: Vec::new(),
+            matched: Vec::new(),
             conclusion: Vec::new(),
             seeds: vec![opts.glass.seed],
             per_seed: Vec::new(),
@@ -367,6 +425,33 @@ impl Results {
                 });
             }
         }
+        // Detectors against classifiers at the classifier's false-alarm rate.
+        let split_scores = |i: usize| -> (Vec<f32>, Vec<f32>) {
+            let t = &scores[i].test;
+            (
+                t.iter().filter(|r| !r.abnormal).map(|r| r.score).collect(),
+                t.iter().filter(|r| r.abnormal).map(|r| r.score).collect(),
+            )
+        };
+        for (ci, c) in runs.iter().enumerate().filter(|(_, r)| r.role == "classifier") {
+            let (c_normal, _) = split_scores(ci);
+            let c_fpr = fpr_at(&c_normal, c.metrics.threshold);
+            for (di, d) in
+                runs.iter().enumerate().filter(|(_, r)| r.role == "glass" || r.role == "patchcore")
+            {
+                let (d_normal, d_abnormal) = split_scores(di);
+                self.matched.push(MatchedRow {
+                    category: name.into(),
+                    model: d.name.clone(),
+                    role: d.role.clone(),
+                    classifier: c.name.clone(),
+                    classifier_fpr: c_fpr,
+                    classifier_recall: c.metrics.recall,
+                    recall: recall_at_fpr(&d_normal, &d_abnormal, c_fpr).unwrap_or(f64::NAN),
+                    spread: Spread::default(),
+                });
+            }
+        }
         // Table 3: recall per defect type on the experiment-3 classifier's test images.
         let glass_idx = runs.iter().position(|r| r.role == "glass");
         let glass_thr = glass_idx.map(|i| runs[i].metrics.threshold).unwrap_or(f32::INFINITY);
@@ -383,10 +468,18 @@ impl Results {
                 .iter()
                 .position(|f| f.role == "classifier" && f.metrics.arch == r.metrics.arch);
             let seen = r.metrics.seen_defects.clone().unwrap_or_default();
+            let (c_normal, _) = split_scores(i);
+            let c_fpr = (!c_normal.is_empty()).then(|| fpr_at(&c_normal, r.metrics.threshold));
+            let g_normal: Vec<f32> = glass_idx.map(|g| split_scores(g).0).unwrap_or_default();
+            // Per type: GLASS scores of its images.
+            let mut g_type: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
             // Per type: (GLASS hits, PatchCore hits, images).
             let mut per_type: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
             for rec in scores[i].test.iter() {
                 if let Some(d) = rec.defect.as_deref() {
+                    if let Some(&s) = glass_scores.get(rec.file.as_path()) {
+                        g_type.entry(d).or_default().push(s);
+                    }
                     let e = per_type.entry(d).or_default();
                     e.2 += 1;
                     if glass_scores.get(rec.file.as_path()).is_some_and(|&s| s >= glass_thr) {
@@ -409,6 +502,10 @@ impl Results {
                         .and_then(|f| runs[f].metrics.per_defect_recall.get(d).copied())
                         .unwrap_or(f64::NAN),
                     glass_recall: glass_hits as f64 / n.max(1) as f64,
+                    classifier_fpr: c_fpr,
+                    glass_recall_matched: c_fpr.and_then(|f| {
+                        recall_at_fpr(&g_normal, g_type.get(d).map_or(&[][..], |v| &v[..]), f)
+                    }),
                     patchcore_recall: pc_idx.map(|_| pc_hits as f64 / n.max(1) as f64),
                     spread: Spread::default(),
                 });
@@ -548,6 +645,11 @@ impl HasSpread for DetectionRow {
         &self.spread
     }
 }
+impl HasSpread for MatchedRow {
+    fn spread(&self) -> &Spread {
+        &self.spread
+    }
+}
 impl HasSpread for ExplanationRow {
     fn spread(&self) -> &Spread {
         &self.spread
@@ -598,6 +700,17 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
         let (gf, cf) = (mean_of(&glass, |d| d.best_f1_test), mean_of(&c, |d| d.best_f1_test));
         let (gr, cr) = (mean_of(&glass, |d| d.recall), mean_of(&c, |d| d.recall));
         let (gfa, cfa) = (mean_of(&glass, |d| d.fpr), mean_of(&c, |d| d.fpr));
+        // GLASS at the classifier's false-alarm rate, where the runs' scores were available.
+        let m: Vec<&MatchedRow> = r
+            .matched
+            .iter()
+            .filter(|m| m.role == "glass" && m.classifier == *model && m.recall.is_finite())
+            .collect();
+        let matched = (m.len() == cats.len() && !m.is_empty()).then(|| {
+            let mean = |f: fn(&MatchedRow) -> f64| mean_of(&m, f);
+            (mean(|m| m.recall), mean(|m| m.classifier_recall), mean(|m| m.classifier_fpr))
+        });
+        let msd = |f: &str| sd_of(&m, f);
         let wins = cats
             .iter()
             .filter(|cat| {
@@ -608,7 +721,13 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
             .count();
         let (gfs, cfs) = (sd_of(&glass, "best_f1_test"), sd_of(&c, "best_f1_test"));
         let (grs, crs) = (sd_of(&glass, "recall"), sd_of(&c, "recall"));
-        match (compare(gf, gfs, cf, cfs), compare(gr, grs, cr, crs)) {
+        // Recall is compared at matched false alarms when possible: recall at each model's own
+        // threshold rewards the one that flags more good parts.
+        let recall_cmp = match matched {
+            Some((gm, cm, _)) => compare(gm, msd("recall"), cm, msd("classifier_recall")),
+            None => compare(gr, grs, cr, crs),
+        };
+        match (compare(gf, gfs, cf, cfs), recall_cmp) {
             (Cmp::Ahead, r) if r != Cmp::Behind => better += 1,
             (Cmp::Behind, r) if r != Cmp::Ahead => worse += 1,
             (Cmp::Level, Cmp::Behind) => worse += 1,
@@ -629,6 +748,15 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
             pct(gfa),
             pct(cfa)
         ));
+        if let Some((gm, cm, fa)) = matched {
+            ev.push(format!(
+                "at the same false-alarm rate as {model} ({}), GLASS recalls {}{} vs {}",
+                pct(fa),
+                pct(gm),
+                pm(msd("recall")),
+                pct(cm)
+            ));
+        }
     }
     out.push(Finding {
         id: 1,
@@ -697,6 +825,15 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
             w(|u| u.glass_recall),
             w(|u| u.classifier_all_types_recall),
         );
+        // GLASS at the classifier's false-alarm rate, when every row has it.
+        let g_matched = rows
+            .iter()
+            .all(|u| u.glass_recall_matched.is_some_and(f64::is_finite))
+            .then(|| w(|u| u.glass_recall_matched.unwrap_or(f64::NAN)));
+        let c_fpr = rows
+            .iter()
+            .all(|u| u.classifier_fpr.is_some())
+            .then(|| w(|u| u.classifier_fpr.unwrap_or(f64::NAN)));
         let sd = |field: &str| {
             rows.iter().map(|u| u.spread.of(field)).sum::<f64>() / rows.len().max(1) as f64
         };
@@ -709,7 +846,11 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
         let g_auroc = g_rows.iter().map(|d| d.auroc).sum::<f64>() / g_rows.len().max(1) as f64;
         let g_fpr = g_rows.iter().map(|d| d.fpr).sum::<f64>() / g_rows.len().max(1) as f64;
         let near_chance = g_auroc < 0.6;
-        match compare(g, sd("glass_recall"), c, sd("classifier_recall")) {
+        let cmp = match g_matched {
+            Some(gm) => compare(gm, sd("glass_recall_matched"), c, sd("classifier_recall")),
+            None => compare(g, sd("glass_recall"), c, sd("classifier_recall")),
+        };
+        match cmp {
             Cmp::Ahead if !near_chance => better += 1,
             Cmp::Behind => worse += 1,
             _ => {}
@@ -725,6 +866,13 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
             pct(g_auroc),
             if near_chance { ": near chance, so its recall is no evidence" } else { "" }
         ));
+        if let (Some(gm), Some(fa)) = (g_matched, c_fpr) {
+            ev.push(format!(
+                "at {cls}'s false-alarm rate on good parts ({}), GLASS recalls {} of those images",
+                pct(fa),
+                pct(gm)
+            ));
+        }
     }
     out.push(Finding {
         id: 3,
@@ -884,6 +1032,9 @@ fn unseen_cells(r: &Results) -> Vec<Vec<String>> {
                 pct_sd(u.classifier_recall, &u.spread, "classifier_recall"),
                 pct_sd(u.classifier_all_types_recall, &u.spread, "classifier_all_types_recall"),
                 pct_sd(u.glass_recall, &u.spread, "glass_recall"),
+                u.glass_recall_matched
+                    .map(|v| pct_sd(v, &u.spread, "glass_recall_matched"))
+                    .unwrap_or_else(|| "n/a".into()),
                 u.patchcore_recall
                     .map(|v| pct_sd(v, &u.spread, "patchcore_recall"))
                     .unwrap_or_else(|| "n/a".into()),
@@ -892,7 +1043,37 @@ fn unseen_cells(r: &Results) -> Vec<Vec<String>> {
         .collect()
 }
 
-const UNSEEN_HEAD: [&str; 9] = [
+const MATCHED_TEXT: &str =
+    "At matched false alarms: each detector's recall at the threshold where \
+     it flags no more good test parts than the classifier does at its validation threshold (the \
+     comparison the conclusion uses for recall).";
+
+const MATCHED_HEAD: [&str; 6] = [
+    "category",
+    "detector",
+    "classifier",
+    "classifier false-alarm rate",
+    "classifier recall",
+    "detector recall at that rate",
+];
+
+fn matched_cells(r: &Results) -> Vec<Vec<String>> {
+    r.matched
+        .iter()
+        .map(|m| {
+            vec![
+                m.category.clone(),
+                m.model.clone(),
+                m.classifier.clone(),
+                pct_sd(m.classifier_fpr, &m.spread, "classifier_fpr"),
+                pct_sd(m.classifier_recall, &m.spread, "classifier_recall"),
+                pct_sd(m.recall, &m.spread, "recall"),
+            ]
+        })
+        .collect()
+}
+
+const UNSEEN_HEAD: [&str; 10] = [
     "category",
     "defect type",
     "in classifier training",
@@ -901,6 +1082,7 @@ const UNSEEN_HEAD: [&str; 9] = [
     "classifier recall",
     "same arch, all types",
     "GLASS recall",
+    "GLASS recall at the classifier's false-alarm rate",
     "PatchCore recall",
 ];
 
@@ -1019,6 +1201,10 @@ pub fn markdown(r: &Results) -> String {
          recall and F1 are at the threshold chosen on validation.\n\n",
     );
     s.push_str(&md_table(&DETECTION_HEAD, &detection_cells(r)));
+    if !r.matched.is_empty() {
+        s.push_str(&format!("\n{MATCHED_TEXT}\n\n"));
+        s.push_str(&md_table(&MATCHED_HEAD, &matched_cells(r)));
+    }
     s.push_str("\n## Table 2: explanation (heat maps vs ground-truth masks, test split)\n\n");
     s.push_str(&md_table(&EXPLANATION_HEAD, &explanation_cells(r)));
     s.push_str("\n## Table 3: unseen defect types (classifier trained on one type)\n\n");
@@ -1133,6 +1319,10 @@ pub fn html_page(r: &Results) -> String {
                 oracle threshold on test (as published); the other columns are at the \
                 threshold chosen on validation. Recall is the one that matters: a missed defect ships.</p>");
     s.push_str(&html_table(&DETECTION_HEAD, &detection_cells(r), true));
+    if !r.matched.is_empty() {
+        s.push_str(&format!("<p>{}</p>", esc(MATCHED_TEXT)));
+        s.push_str(&html_table(&MATCHED_HEAD, &matched_cells(r), false));
+    }
     s.push_str(
         "<h2>Table 2: explanation</h2><p>Heat maps scored against the ground-truth masks \
                 of the test split.</p>",

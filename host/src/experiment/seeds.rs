@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::report::{DetectionRow, ExplanationRow, Finding, Results, UnseenRow};
+use super::report::{DetectionRow, ExplanationRow, Finding, MatchedRow, Results, UnseenRow};
 
 /// One seed's tables, as a single-seed report would have them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +21,9 @@ pub struct SeedTables {
     pub explanation: Vec<ExplanationRow>,
     /// Table 3.
     pub unseen: Vec<UnseenRow>,
+    /// Detectors against classifiers at matched false-alarm rates.
+    #[serde(default)]
+    pub matched: Vec<MatchedRow>,
     /// That seed's conclusion.
     pub conclusion: Vec<Finding>,
 }
@@ -33,6 +36,7 @@ impl SeedTables {
             detection: r.detection.clone(),
             explanation: r.explanation.clone(),
             unseen: r.unseen.clone(),
+            matched: r.matched.clone(),
             conclusion: r.conclusion.clone(),
         }
     }
@@ -107,6 +111,8 @@ pub fn combine(first: &Results, per_seed: Vec<SeedTables>) -> serde_json::Result
     r.detection = aggregate(&det, &["category", "model"])?;
     r.explanation = aggregate(&exp, &["category", "heatmap"])?;
     r.unseen = aggregate(&uns, &["category", "defect", "classifier"])?;
+    let mat: Vec<Vec<MatchedRow>> = per_seed.iter().map(|s| s.matched.clone()).collect();
+    r.matched = aggregate(&mat, &["category", "model", "classifier"])?;
     r.seeds = per_seed.iter().map(|s| s.seed).collect();
     r.per_seed = per_seed;
     r.conclusion = super::report::conclude(&r);

@@ -1,14 +1,18 @@
-//! V4L2 camera source (`v4l`): device path, size, FourCC (YUYV, MJPG, RGB3), frame rate; frames are
-//! converted to RGB8 ([`super::frame`]). On unplug, timeout or driver error the source reports a fault
-//! and reopens the device with exponential backoff (0.2 s doubling to 5 s).
+//! V4L2 camera source: device path, size, FourCC (YUYV, MJPG, RGB3), frame rate; frames are converted
+//! to RGB8 ([`super::frame`]). On unplug, timeout or driver error the source reports a fault and reopens
+//! the device with exponential backoff (0.2 s doubling to 5 s).
+//!
+//! V4L2 through the `linuxvideo` crate: its kernel structures are written in Rust, so building the
+//! station needs no libclang or kernel headers (the `v4l` crate runs bindgen at build time, which fails
+//! on a machine with only the Rust toolchain). mmap streaming; each capture waits for a filled buffer
+//! with `poll` up to `timeout_ms`.
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use v4l::buffer::Type;
-use v4l::io::mmap::Stream;
-use v4l::io::traits::CaptureStream;
-use v4l::video::Capture;
-use v4l::{Device, FourCC};
+use linuxvideo::format::{PixFormat, PixelFormat as V4lFormat};
+use linuxvideo::stream::ReadStream;
+use linuxvideo::{Device, Fract};
 
 use super::frame::{self, PixelFormat};
 use super::source::{Frame, FrameData};
@@ -38,8 +42,7 @@ fn timeout_default() -> u64 {
 }
 
 struct Live {
-    stream: Stream<'static>,
-    _dev: Device,
+    stream: ReadStream,
     format: PixelFormat,
     width: usize,
     height: usize,
@@ -69,33 +72,27 @@ impl CameraSource {
 
     fn open(&self) -> Result<Live, String> {
         let path = self.cfg.device.display().to_string();
-        let dev = Device::with_path(&self.cfg.device).map_err(|e| format!("{path}: {e}"))?;
-        let mut f = dev.format().map_err(|e| format!("{path}: reading the format: {e}"))?;
-        f.width = self.cfg.width;
-        f.height = self.cfg.height;
-        f.fourcc = FourCC::new(&self.cfg.fourcc.fourcc());
-        let f = dev.set_format(&f).map_err(|e| format!("{path}: setting the format: {e}"))?;
-        if f.fourcc != FourCC::new(&self.cfg.fourcc.fourcc()) {
+        let dev = Device::open(&self.cfg.device).map_err(|e| format!("{path}: {e}"))?;
+        let want = V4lFormat::from_fourcc(self.cfg.fourcc.fourcc());
+        let cap = dev
+            .video_capture(PixFormat::new(self.cfg.width, self.cfg.height, want))
+            .map_err(|e| format!("{path}: setting the format: {e}"))?;
+        let f = cap.format();
+        if f.pixel_format() != want {
             return Err(format!(
                 "{path}: the driver does not deliver {:?} (it offers {})",
-                self.cfg.fourcc, f.fourcc
+                self.cfg.fourcc,
+                f.pixel_format()
             ));
         }
+        let (width, height, stride) =
+            (f.width() as usize, f.height() as usize, f.bytes_per_line() as usize);
         if let Some(fps) = self.cfg.fps {
-            dev.set_params(&v4l::video::capture::Parameters::with_fps(fps))
+            cap.set_frame_interval(Fract::new(1, fps.max(1)))
                 .map_err(|e| format!("{path}: setting {fps} fps: {e}"))?;
         }
-        let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, 4)
-            .map_err(|e| format!("{path}: mapping buffers: {e}"))?;
-        stream.set_timeout(Duration::from_millis(self.cfg.timeout_ms));
-        Ok(Live {
-            stream,
-            _dev: dev,
-            format: self.cfg.fourcc,
-            width: f.width as usize,
-            height: f.height as usize,
-            stride: f.stride as usize,
-        })
+        let stream = cap.into_stream().map_err(|e| format!("{path}: mapping buffers: {e}"))?;
+        Ok(Live { stream, format: self.cfg.fourcc, width, height, stride })
     }
 
     /// The next frame, or the camera fault (the device is then reopened with backoff on later calls).
@@ -119,10 +116,16 @@ impl CameraSource {
             }
         }
         let Some(live) = self.live.as_mut() else { return Err("camera: not open".into()) };
-        let got = live
-            .stream
-            .next()
-            .map(|(buf, meta)| buf[..(meta.bytesused as usize).min(buf.len())].to_vec());
+        let timeout = Duration::from_millis(self.cfg.timeout_ms);
+        let got = wait_readable(&live.stream, timeout).and_then(|()| {
+            live.stream.dequeue(|buf| {
+                if buf.is_error() {
+                    Err(std::io::Error::other("the driver flagged the frame as corrupt"))
+                } else {
+                    Ok(buf.to_vec())
+                }
+            })
+        });
         match got {
             Ok(bytes) => {
                 self.frames += 1;
@@ -137,5 +140,25 @@ impl CameraSource {
                 Err(format!("camera {}: {e}", self.cfg.device.display()))
             }
         }
+    }
+}
+
+/// Waits until the stream has a filled buffer, at most `timeout` (a dead camera must not hang the
+/// station).
+fn wait_readable(stream: &ReadStream, timeout: Duration) -> std::io::Result<()> {
+    let mut fds = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd, owned by this frame, for the duration of the call.
+    let n = unsafe { libc::poll(&mut fds, 1, ms) };
+    match n {
+        n if n < 0 => Err(std::io::Error::last_os_error()),
+        0 => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no frame within {} ms", timeout.as_millis()),
+        )),
+        _ if fds.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 => {
+            Err(std::io::Error::other(format!("poll reported {:#x}", fds.revents)))
+        }
+        _ => Ok(()),
     }
 }

@@ -42,6 +42,9 @@ pub enum EngineError {
     /// The manifest is missing, malformed, of an unknown schema, or a file's sha256 differs.
     #[error(transparent)]
     Manifest(#[from] manifest::Error),
+    /// The bundle's signature is missing, foreign or broken while trusted keys are configured.
+    #[error(transparent)]
+    Signature(#[from] shared::signature::SignatureError),
     /// The bundle has no int8 model.
     #[error("{path}: the bundle has no int8 model (export with --int8)")]
     NoInt8 {
@@ -159,6 +162,26 @@ pub fn set_threads(threads: usize) {
         set_default_executor(Executor::SingleThread);
     }
 }
+
+/// Reads public key files (`host keygen`'s `KEY.pub`).
+///
+/// # Errors
+/// A file is unreadable or not a public key.
+pub fn read_trusted_keys(files: &[PathBuf]) -> Result<Vec<PublicKey>, EngineError> {
+    files.iter().map(|f| Ok(shared::signature::read_public_key(f)?)).collect()
+}
+
+/// Refuses a bundle that is not signed by one of `trusted` (nothing to check when `trusted` is empty;
+/// see `shared::signature`). Call before anything reads the manifest.
+///
+/// # Errors
+/// [`EngineError::Signature`] naming the reason: unsigned, untrusted key or changed manifest.
+pub fn verify_bundle(dir: &Path, trusted: &[PublicKey]) -> Result<(), EngineError> {
+    Ok(shared::signature::verify_bundle(dir, trusted)?)
+}
+
+/// An ed25519 public key that may sign bundles.
+pub use shared::signature::PublicKey;
 
 impl Engine {
     /// Loads `dir/manifest.json` and the model of the given precision (sha256-checked).

@@ -30,6 +30,10 @@ struct ModelArgs {
     /// tract threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// A public key file (`host keygen`'s KEY.pub) whose signature the bundle must carry
+    /// (manifest.sig); repeatable. Without it, unsigned bundles load.
+    #[arg(long = "trusted-key")]
+    trusted_keys: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -85,6 +89,9 @@ enum Cmd {
 
 fn load_engine(a: &ModelArgs) -> Result<Engine> {
     let model = &a.model;
+    let trusted = engine::read_trusted_keys(&a.trusted_keys).context("reading --trusted-key")?;
+    engine::verify_bundle(model, &trusted)
+        .with_context(|| format!("refusing bundle {}", model.display()))?;
     engine::set_threads(a.threads);
     let precision = if a.int8 {
         Precision::Int8

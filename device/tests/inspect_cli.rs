@@ -96,3 +96,71 @@ fn unreadable_bundles_exit_2_naming_the_file() {
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("bad.png") && stdout.contains("\"error\""), "{stdout}");
 }
+
+fn inspect_trusting(bundle: &Path, keys: &[&Path], image: &Path) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_device"));
+    cmd.arg("inspect").arg("--model").arg(bundle);
+    for k in keys {
+        cmd.arg("--trusted-key").arg(k);
+    }
+    cmd.arg(image).output().expect("running the device binary")
+}
+
+/// Signed bundles (`host keygen` / `host export --sign` write the same files as the library calls
+/// here): with a trusted key configured, the signed bundle runs; an unsigned one, one signed by
+/// another key and one whose manifest was edited after signing (threshold raised) exit 2, each with
+/// its reason.
+#[test]
+fn with_trusted_keys_only_bundles_signed_by_them_load() {
+    use shared::signature::{read_public_key, read_secret_key, sign_bundle, write_key_pair};
+    let tmp = tempfile::tempdir().unwrap();
+    let img = samples().remove(0);
+    let (line, other) = (tmp.path().join("line.key"), tmp.path().join("other.key"));
+    let line_pub = write_key_pair(&line, [11; 32]).unwrap();
+    let other_pub = write_key_pair(&other, [12; 32]).unwrap();
+    assert!(read_public_key(&line_pub).is_ok());
+    let refused = |out: &Output, why: &str| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(why), "expected {why:?} in: {err}");
+        assert!(out.stdout.is_empty(), "a refused bundle inspected something");
+    };
+
+    // Signed by the trusted key: runs (0 or 1 by verdict).
+    let signed = tmp.path().join("signed");
+    copy_bundle(&signed);
+    sign_bundle(&signed, &read_secret_key(&line).unwrap()).unwrap();
+    let out = inspect_trusting(&signed, &[&other_pub, &line_pub], &img);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without --trusted-key the signature is not required (and not in the way).
+    assert!(matches!(
+        inspect(&signed, std::slice::from_ref(&img)).status.code(),
+        Some(0) | Some(1)
+    ));
+
+    // Unsigned.
+    let unsigned = tmp.path().join("unsigned");
+    copy_bundle(&unsigned);
+    refused(&inspect_trusting(&unsigned, &[&line_pub], &img), "not signed");
+
+    // Signed by a key the station does not trust.
+    let foreign = tmp.path().join("foreign");
+    copy_bundle(&foreign);
+    sign_bundle(&foreign, &read_secret_key(&other).unwrap()).unwrap();
+    refused(&inspect_trusting(&foreign, &[&line_pub], &img), "not a trusted key");
+
+    // Manifest edited after signing: a threshold that passes every part.
+    let edited = tmp.path().join("edited");
+    copy_bundle(&edited);
+    sign_bundle(&edited, &read_secret_key(&line).unwrap()).unwrap();
+    let text = std::fs::read_to_string(edited.join("manifest.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["threshold"]["value"] = serde_json::json!(1e30);
+    std::fs::write(edited.join("manifest.json"), serde_json::to_string_pretty(&v).unwrap())
+        .unwrap();
+    refused(&inspect_trusting(&edited, &[&line_pub], &img), "changed after signing");
+}

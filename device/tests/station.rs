@@ -230,3 +230,35 @@ fn a_missed_deadline_is_a_fail_and_the_next_frame_still_gets_a_verdict() -> anyh
     assert_eq!(got, want);
     Ok(())
 }
+
+/// `trusted_keys` in the station configuration: the station refuses to start on the unsigned demo
+/// bundle (naming the reason) and runs once the bundle carries a signature by a listed key.
+#[test]
+fn a_station_with_trusted_keys_runs_only_signed_bundles() -> anyhow::Result<()> {
+    use shared::signature::{read_secret_key, sign_bundle, write_key_pair};
+    let dir = tempfile::tempdir()?;
+    write_key_pair(&dir.path().join("line.key"), [21; 32])?;
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox)?;
+    std::fs::copy(sample("good_000.png"), inbox.join("a.png"))?;
+    let body = "trusted_keys = [\"line.key.pub\"]\nmax_frames = 1\n[source]\nkind = \"folder\"\n\
+                path = \"inbox\"\npoll_ms = 20\n";
+    let err = station::run(&config(dir.path(), body)?, &AtomicBool::new(false))
+        .err()
+        .context("an unsigned bundle was accepted")?;
+    assert!(format!("{err:#}").contains("not signed"), "{err:#}");
+
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir_all(&bundle)?;
+    for e in std::fs::read_dir(demo())?.flatten() {
+        if e.file_type()?.is_file() {
+            std::fs::copy(e.path(), bundle.join(e.file_name()))?;
+        }
+    }
+    sign_bundle(&bundle, &read_secret_key(&dir.path().join("line.key"))?)?;
+    let mut cfg = config(dir.path(), body)?;
+    cfg.model = bundle;
+    let s = station::run(&cfg, &AtomicBool::new(false))?;
+    assert_eq!(s.counters.frames, 1);
+    Ok(())
+}

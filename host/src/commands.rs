@@ -1,5 +1,5 @@
 //! `host train ...` and `host eval` (binary side: clap arguments, anyhow context, printing).
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
@@ -337,6 +337,60 @@ pub struct ExportArgs {
     /// Threads for libtorch and for tract when the bundle is checked (latency is measured with it).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Sign the bundle with this secret key (`host keygen`): writes manifest.sig, an ed25519 signature
+    /// of manifest.json, which lists every model file's sha256.
+    #[arg(long)]
+    pub sign: Option<PathBuf>,
+}
+
+/// `host keygen`.
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// The secret key file to write (mode 0600); the public key goes to OUT.pub. Existing files are
+    /// never overwritten.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Runs `host keygen`: a new ed25519 key pair from the operating system's random source.
+pub fn run_keygen(a: KeygenArgs) -> anyhow::Result<()> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
+    let public = shared::signature::write_key_pair(&a.out, seed)?;
+    println!(
+        "secret key {} (keep it on the workstation), public key {} (list it in the station's \
+         trusted_keys, or pass it to device --trusted-key)",
+        a.out.display(),
+        public.display()
+    );
+    Ok(())
+}
+
+/// `host sign`.
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    /// The bundle directory (manifest.json as exported; sign after the last edit).
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// The secret key file (`host keygen`).
+    #[arg(long)]
+    pub key: PathBuf,
+}
+
+/// Runs `host sign`.
+pub fn run_sign(a: SignArgs) -> anyhow::Result<()> {
+    sign_bundle(&a.bundle, &a.key)
+}
+
+fn sign_bundle(bundle: &Path, key: &Path) -> anyhow::Result<()> {
+    let k = shared::signature::read_secret_key(key)?;
+    shared::signature::sign_bundle(bundle, &k)?;
+    println!(
+        "  signed {} with {}",
+        bundle.join(shared::signature::SIG_FILE).display(),
+        shared::signature::public_key_path(key).display()
+    );
+    Ok(())
 }
 
 /// Runs `host export`.
@@ -351,6 +405,11 @@ pub fn run_export(a: ExportArgs) -> anyhow::Result<()> {
         progress: show_progress(),
     })
     .with_context(|| format!("exporting {} to {}", a.run.display(), a.out.display()))?;
+    // A signature from an earlier export would not match the new manifest.
+    let stale = a.out.join(shared::signature::SIG_FILE);
+    if stale.is_file() {
+        std::fs::remove_file(&stale).with_context(|| format!("removing {}", stale.display()))?;
+    }
     let m = &r.manifest;
     let mm = m.metrics.clone().unwrap_or_default();
     println!("{} -> {} ({})", a.run.display(), a.out.display(), m.architecture);
@@ -384,6 +443,9 @@ pub fn run_export(a: ExportArgs) -> anyhow::Result<()> {
         "  the station runs {} by default (int8 only when faster and within 0.005 AUROC)",
         mm.preferred.as_deref().unwrap_or("fp32")
     );
+    if let Some(key) = &a.sign {
+        sign_bundle(&a.out, key)?;
+    }
     Ok(())
 }
 

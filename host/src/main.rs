@@ -48,6 +48,11 @@ enum Command {
     /// Export a trained run to a model bundle for the station: ONNX fp32 (and int8 with --int8),
     /// golden.npz and manifest.json (threshold, map spec, sha256, provenance, accuracy and latency).
     Export(commands::ExportArgs),
+    /// A new ed25519 key pair for signing bundles: the secret key to OUT, the public key to OUT.pub.
+    Keygen(commands::KeygenArgs),
+    /// Sign a bundle's manifest.json with a secret key (writes manifest.sig); `export --sign` does it
+    /// as part of the export.
+    Sign(commands::SignArgs),
     /// The experiment protocol (docs/experiment-protocol.md) in one command: per category GLASS and
     /// each classifier (same seed), Grad-CAM, experiment 3 (a classifier trained on one defect type),
     /// and a report (index.html, report.md, results.json). Rerun to resume: finished runs are reused.
@@ -123,6 +128,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::run_eval(args).map(|()| ExitCode::SUCCESS),
         Command::Gradcam(args) => commands::run_gradcam(args).map(|()| ExitCode::SUCCESS),
         Command::Export(args) => commands::run_export(args).map(|()| ExitCode::SUCCESS),
+        Command::Keygen(args) => commands::run_keygen(args).map(|()| ExitCode::SUCCESS),
+        Command::Sign(args) => commands::run_sign(args).map(|()| ExitCode::SUCCESS),
         Command::Experiment(args) => commands::run_experiment(*args).map(|()| ExitCode::SUCCESS),
     };
     match result {

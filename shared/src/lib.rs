@@ -10,3 +10,6 @@ pub mod wire;
 
 #[cfg(feature = "std")]
 pub mod manifest;
+
+#[cfg(feature = "std")]
+pub mod signature;

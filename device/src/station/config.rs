@@ -56,6 +56,10 @@ pub struct StationConfig {
     pub station_id: String,
     /// Model bundle directory (`host export`).
     pub model: PathBuf,
+    /// Public key files (`host keygen`'s `KEY.pub`) of which one must have signed the bundle
+    /// (`manifest.sig`); empty: unsigned bundles load. Relative paths are from this file's folder.
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
     /// fp32, int8 or auto.
     #[serde(default)]
     pub precision: PrecisionChoice,
@@ -350,6 +354,7 @@ impl StationConfig {
         };
         fix(&mut c.model);
         fix(&mut c.state_dir);
+        c.trusted_keys.iter_mut().for_each(fix);
         match &mut c.source {
             SourceConfig::Folder { path, .. } => fix(path),
             SourceConfig::V4l(cam) => {

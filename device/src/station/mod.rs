@@ -231,6 +231,10 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
     stop: &AtomicBool,
     mut gpio: Option<gpio::Handshake<P>>,
 ) -> Result<Summary> {
+    let trusted = crate::engine::read_trusted_keys(&cfg.trusted_keys)
+        .context("reading trusted_keys of the station configuration")?;
+    crate::engine::verify_bundle(&cfg.model, &trusted)
+        .with_context(|| format!("the model bundle {}", cfg.model.display()))?;
     let precision = match cfg.precision {
         PrecisionChoice::Auto => crate::engine::preferred_precision(&cfg.model),
         PrecisionChoice::Fp32 => Precision::Fp32,

@@ -85,7 +85,8 @@ fn serial_requests_over_a_pty() -> anyhow::Result<()> {
         dir.path(),
         &format!(
             "max_frames = 2\ntrigger = \"serial\"\n[source]\nkind = \"folder\"\npath = \"inbox\"\n\
-             poll_ms = 20\n[outputs]\nstdout = false\n[outputs.serial]\nport = \"{}\"\n",
+             poll_ms = 20\n[outputs]\nstdout = false\n[outputs.serial]\nport = \"{}\"\n\
+             commands = [\"set_threshold\", \"trigger\", \"get_status\"]\n",
             slave_path.display()
         ),
     )?;
@@ -261,4 +262,20 @@ fn a_station_with_trusted_keys_runs_only_signed_bundles() -> anyhow::Result<()> 
     let s = station::run(&cfg, &AtomicBool::new(false))?;
     assert_eq!(s.counters.frames, 1);
     Ok(())
+}
+
+/// Commands are off unless a link enables them: a serial trigger without `"trigger"` among the serial
+/// link's commands is a configuration error naming the field.
+#[test]
+fn a_trigger_link_must_enable_the_trigger_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "trigger = \"serial\"\n[source]\nkind = \"folder\"\npath = \"inbox\"\n\
+                [outputs.serial]\nport = \"/dev/null\"\ncommands = [\"get_status\"]\n";
+    let Err(err) = config(dir.path(), body) else {
+        panic!("accepted a trigger link without the command");
+    };
+    let msg = format!("{err:#}");
+    assert!(msg.contains("outputs.serial.commands") && msg.contains("trigger"), "{msg}");
+    let ok = body.replace("[\"get_status\"]", "[\"get_status\", \"trigger\"]");
+    assert!(config(dir.path(), &ok).is_ok());
 }

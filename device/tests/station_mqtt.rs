@@ -1,7 +1,9 @@
 //! The station's MQTT output against a real `mosquitto` on 127.0.0.1 (a free port): results arrive on
 //! `<prefix>/<station>/result` in order; the broker is stopped mid-stream and restarted; every result
 //! arrives (at least once, with the `uid` dedup key), none is lost, and an MQTT command changes the
-//! threshold with an ack.
+//! threshold with an ack. Commands are trusted only as configured: a retained `set_threshold` (which
+//! the broker replays at every reconnect) is ignored, a threshold outside the bundle's range is
+//! refused, a command the link does not enable is answered `unsupported`.
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -100,12 +102,23 @@ fn results_survive_a_broker_restart_in_order() -> anyhow::Result<()> {
         }
     });
 
+    // A retained command left on the broker: the station must not apply it when it subscribes, nor
+    // after the broker restart below.
+    sub.publish(
+        "ge/test-1/cmd",
+        QoS::AtLeastOnce,
+        true,
+        r#"{"id":8,"command":"set_threshold","value":0.2}"#,
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+
     let inbox = dir.path().join("inbox");
     std::fs::create_dir_all(&inbox)?;
     let text = format!(
         "station_id = \"test-1\"\nmodel = \"{}\"\ninspect_window_ms = 20000\nstate_dir = \"state\"\n\
          max_frames = 12\n[source]\nkind = \"folder\"\npath = \"inbox\"\npoll_ms = 20\n\
-         [outputs]\nstdout = false\n[outputs.mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nprefix = \"ge\"\n",
+         [outputs]\nstdout = false\n[outputs.mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nprefix = \"ge\"\n\
+         commands = [\"set_threshold\", \"get_status\"]\n",
         demo().display()
     );
     let cfg = StationConfig::parse(&text, &dir.path().join("station.toml"))?;
@@ -153,6 +166,15 @@ fn results_survive_a_broker_restart_in_order() -> anyhow::Result<()> {
         false,
         r#"{"id":7,"command":"set_threshold","value":0.9}"#,
     )?;
+    // Outside the bundle's threshold range (a threshold that passes every part): refused.
+    sub.publish(
+        "ge/test-1/cmd",
+        QoS::AtLeastOnce,
+        false,
+        r#"{"id":9,"command":"set_threshold","value":1e30}"#,
+    )?;
+    // Not enabled on this link.
+    sub.publish("ge/test-1/cmd", QoS::AtLeastOnce, false, r#"{"id":10,"command":"trigger"}"#)?;
     std::thread::sleep(Duration::from_millis(500));
     // Broker down: four more frames go to the spool.
     stop_broker(broker)?;
@@ -184,9 +206,12 @@ fn results_survive_a_broker_restart_in_order() -> anyhow::Result<()> {
         acks.len()
     );
     assert_eq!(first, (1..=12).collect::<Vec<u64>>(), "every result once, in order");
-    let ack = acks.first().context("no ack for the threshold command")?;
-    assert_eq!(ack["id"], 7);
-    assert_eq!(ack["code"], "ok");
+    let code = |id: u64| acks.iter().find(|a| a["id"] == id).map(|a| a["code"].clone());
+    eprintln!("acks: {acks:?}");
+    assert_eq!(code(7), Some("ok".into()), "{acks:?}");
+    assert_eq!(code(9), Some("invalidargument".into()), "{acks:?}");
+    assert_eq!(code(10), Some("unsupported".into()), "{acks:?}");
+    assert_eq!(code(8), None, "the retained command was applied: {acks:?}");
     let late = results.iter().find(|r| r["seq"] == 12).context("seq 12")?;
     assert_eq!(late["threshold"].as_f64().map(|t| t as f32), Some(0.9));
     assert!(maps > 0);

@@ -216,6 +216,11 @@ pub struct Threshold {
     /// Free-form details (F1 at the threshold, split used, ...).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub details: serde_json::Map<String, serde_json::Value>,
+    /// `[lo, hi]`: the thresholds a line-side command may set (export: the span of the validation
+    /// scores; outside it a threshold passes or fails every validation part). Absent in older
+    /// bundles: see [`Manifest::threshold_range`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[f32; 2]>,
 }
 
 /// The anomaly map a GLASS model produces (after post-processing).
@@ -498,6 +503,16 @@ impl Manifest {
         fs::rename(&tmp, &path).map_err(|source| Error::Io { path: path.clone(), source })
     }
 
+    /// The thresholds a line-side command may set: `threshold.range` when the export wrote one, else
+    /// `[0, 1]` for models whose score is a probability (GLASS, classifier) and `[0, f32::MAX]` for
+    /// distances (PatchCore).
+    pub fn threshold_range(&self) -> [f32; 2] {
+        self.threshold.range.unwrap_or(match self.model_kind {
+            ModelKind::Patchcore => [0.0, f32::MAX],
+            _ => [0.0, 1.0],
+        })
+    }
+
     /// The model id: the first 16 hex digits of the fp32 file's SHA-256.
     pub fn model_id(&self) -> String {
         self.files.fp32.sha256.chars().take(16).collect()
@@ -605,7 +620,12 @@ mod tests {
             classes: vec![],
             outputs: vec![],
             score_normalisation: ScoreNormalisation::default(),
-            threshold: Threshold { value: 0.5, method: String::new(), details: Default::default() },
+            threshold: Threshold {
+                value: 0.5,
+                method: String::new(),
+                details: Default::default(),
+                range: None,
+            },
             anomaly_map: None,
             files: Files { fp32: FileRef { path: "m.onnx".into(), sha256: sha }, int8: None },
             metrics: None,

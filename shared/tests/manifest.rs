@@ -38,7 +38,12 @@ fn bundle(dir: &Path) -> Result<Manifest, Box<dyn std::error::Error>> {
             },
         ],
         score_normalisation: ScoreNormalisation { kind: ScoreNormKind::MinMax, lo: 0.1, hi: 0.9 },
-        threshold: Threshold { value: 0.42, method: "best_f1_validation".into(), details },
+        threshold: Threshold {
+            value: 0.42,
+            method: "best_f1_validation".into(),
+            details,
+            range: Some([0.1, 0.9]),
+        },
         anomaly_map: Some(AnomalyMapSpec {
             width: 288,
             height: 288,

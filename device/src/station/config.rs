@@ -173,6 +173,29 @@ pub struct OutputsConfig {
     pub stdout: bool,
 }
 
+/// A line-side command a link may carry (`commands = [...]` in `[outputs.serial]` / `[outputs.mqtt]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandName {
+    /// Change the threshold (within the bundle's `threshold.range`; persisted).
+    SetThreshold,
+    /// Inspect one frame (with `trigger` set to this link).
+    Trigger,
+    /// Report the status.
+    GetStatus,
+}
+
+impl CommandName {
+    /// The name as configured.
+    pub fn name(self) -> &'static str {
+        match self {
+            CommandName::SetThreshold => "set_threshold",
+            CommandName::Trigger => "trigger",
+            CommandName::GetStatus => "get_status",
+        }
+    }
+}
+
 /// Serial link.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,6 +205,10 @@ pub struct SerialConfig {
     /// Baud rate.
     #[serde(default = "baud_default")]
     pub baud: u32,
+    /// Commands this link accepts; none by default (a link that only reports cannot change the
+    /// station). Others are answered `Unsupported`.
+    #[serde(default)]
+    pub commands: Vec<CommandName>,
 }
 
 fn baud_default() -> u32 {
@@ -246,6 +273,10 @@ pub struct MqttConfig {
     /// Results kept while the broker is unreachable (oldest dropped beyond; counted in the status).
     #[serde(default = "mqtt_spool_max")]
     pub spool_max: usize,
+    /// Commands accepted on `<prefix>/<station>/cmd`; none by default. Retained command messages are
+    /// always ignored (a retained `set_threshold` would be re-applied at every reconnect).
+    #[serde(default)]
+    pub commands: Vec<CommandName>,
 }
 
 fn mqtt_port() -> u16 {
@@ -311,6 +342,22 @@ impl StationConfig {
         }
         if c.trigger == Trigger::Mqtt && c.outputs.mqtt.is_none() {
             return Err(bad("trigger", "\"mqtt\" needs an [outputs.mqtt] section".into()));
+        }
+        let enabled = |cmds: Option<&Vec<CommandName>>| {
+            cmds.is_some_and(|v| v.contains(&CommandName::Trigger))
+        };
+        if c.trigger == Trigger::Serial && !enabled(c.outputs.serial.as_ref().map(|s| &s.commands))
+        {
+            return Err(bad(
+                "outputs.serial.commands",
+                "trigger = \"serial\" needs \"trigger\" among the serial link's commands".into(),
+            ));
+        }
+        if c.trigger == Trigger::Mqtt && !enabled(c.outputs.mqtt.as_ref().map(|m| &m.commands)) {
+            return Err(bad(
+                "outputs.mqtt.commands",
+                "trigger = \"mqtt\" needs \"trigger\" among the MQTT link's commands".into(),
+            ));
         }
         if c.trigger == Trigger::Gpio && c.gpio_trigger.is_none() {
             return Err(bad("trigger", "\"gpio\" needs a [gpio_trigger] section".into()));

@@ -164,17 +164,30 @@ enum Source {
     Camera(camera::CameraSource),
 }
 
-/// Carries out one line-side command (serial or MQTT, `via`).
+/// Carries out one line-side command (serial or MQTT, `via`) if that link enables it (`allowed`);
+/// a threshold must lie within `range` (the bundle's `threshold.range`).
+#[allow(clippy::too_many_arguments)]
 fn apply(
     command: Command,
     via: Trigger,
+    allowed: &[config::CommandName],
+    range: [f32; 2],
     cfg: &StationConfig,
     model_sha: &str,
     threshold: &mut f32,
     pending_triggers: &mut u32,
 ) -> AckCode {
+    let name = match command {
+        Command::SetThreshold(_) => config::CommandName::SetThreshold,
+        Command::Trigger => config::CommandName::Trigger,
+        Command::GetStatus => config::CommandName::GetStatus,
+    };
+    if !allowed.contains(&name) {
+        eprintln!("command {} refused: not enabled on this link", name.name());
+        return AckCode::Unsupported;
+    }
     match command {
-        Command::SetThreshold(t) if t.is_finite() => {
+        Command::SetThreshold(t) if t.is_finite() && t >= range[0] && t <= range[1] => {
             *threshold = t;
             let saved = SavedThreshold { model_sha256: model_sha.to_string(), threshold: t };
             match serde_json::to_string(&saved)
@@ -244,13 +257,17 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
     let engine = Engine::load(&cfg.model, precision)
         .with_context(|| format!("loading the model bundle {}", cfg.model.display()))?;
     let model_sha = engine.manifest().files.fp32.sha256.clone();
+    let threshold_range = engine.manifest().threshold_range();
     let mid = model_id(&engine);
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("creating state_dir {}", cfg.state_dir.display()))?;
     let mut threshold = engine.threshold();
     if let Ok(text) = std::fs::read_to_string(threshold_file(&cfg.state_dir)) {
         match serde_json::from_str::<SavedThreshold>(&text) {
-            Ok(s) if s.model_sha256 == model_sha && s.threshold.is_finite() => {
+            Ok(s)
+                if s.model_sha256 == model_sha
+                    && (threshold_range[0]..=threshold_range[1]).contains(&s.threshold) =>
+            {
                 threshold = s.threshold
             }
             Ok(_) => {}
@@ -333,6 +350,8 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
             let code = apply(
                 req.command,
                 Trigger::Serial,
+                cfg.outputs.serial.as_ref().map_or(&[][..], |s| &s.commands),
+                threshold_range,
                 cfg,
                 &model_sha,
                 &mut threshold,
@@ -355,9 +374,16 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
                 _ => None,
             };
             let code = match command {
-                Some(k) => {
-                    apply(k, Trigger::Mqtt, cfg, &model_sha, &mut threshold, &mut pending_triggers)
-                }
+                Some(k) => apply(
+                    k,
+                    Trigger::Mqtt,
+                    cfg.outputs.mqtt.as_ref().map_or(&[][..], |m| &m.commands),
+                    threshold_range,
+                    cfg,
+                    &model_sha,
+                    &mut threshold,
+                    &mut pending_triggers,
+                ),
                 None => AckCode::Unsupported,
             };
             if let Some(m) = &mqtt_out {

@@ -197,7 +197,14 @@ impl MqttOutput {
                                 let _ = pub_tx.send(pkid);
                             }
                             Ok(Event::Incoming(Packet::Publish(p))) => {
-                                if p.topic.ends_with("/cmd") {
+                                // A retained command is a stale one: the broker replays it at every
+                                // (re)connect, so it would be applied again and again.
+                                if p.retain {
+                                    eprintln!(
+                                        "outputs.mqtt: ignoring a retained message on {}",
+                                        p.topic
+                                    );
+                                } else if p.topic.ends_with("/cmd") {
                                     if let Ok(c) = serde_json::from_slice::<MqttCommand>(&p.payload)
                                     {
                                         let _ = cmd_tx.send(c);

@@ -390,7 +390,7 @@ fn classifier_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec
 }
 
 fn provisional_threshold() -> Threshold {
-    Threshold { value: 0.5, method: "provisional".into(), details: Default::default() }
+    Threshold { value: 0.5, method: "provisional".into(), details: Default::default(), range: None }
 }
 
 fn provenance(data: &Path, category: &str, seed: u64, state: &TrainState) -> Provenance {
@@ -429,8 +429,15 @@ fn finish(
     let mut details = serde_json::Map::new();
     details.insert("val_f1".into(), f1.into());
     details.insert("n_valid".into(), valid.len().into());
-    man.threshold =
-        Threshold { value: thr, method: "best_f1_validation_midgap (fp32, tract)".into(), details };
+    // Line commands may move the threshold only within the validation scores' span.
+    let lo = fp.scores.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = fp.scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    man.threshold = Threshold {
+        value: thr,
+        method: "best_f1_validation_midgap (fp32, tract)".into(),
+        details,
+        range: (lo.is_finite() && hi.is_finite()).then_some([lo.min(thr), hi.max(thr)]),
+    };
     let mut mm = manifest::Metrics {
         fp32_val_auroc: metrics::auroc(&fp.scores, &labels),
         fp32_latency_ms: Some(fp.latency_ms),

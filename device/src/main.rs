@@ -169,7 +169,15 @@ fn main() -> Result<ExitCode> {
         }
         Cmd::Run { config } => {
             let cfg = device::station::StationConfig::load(&config)?;
-            let stop = std::sync::atomic::AtomicBool::new(false);
+            // SIGTERM (systemd stop) and SIGINT (Ctrl-C) end the loop between frames, so the station
+            // takes its shutdown path (GPIO lines low, MQTT status and spool flush) and exits 0; a
+            // second signal exits at once. signal-hook: async-signal-safe flag handling.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+                    .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
+                    .context("installing the signal handlers")?;
+            }
             let s = device::station::run(&cfg, &stop)
                 .with_context(|| format!("station {}", config.display()))?;
             eprintln!(

@@ -164,3 +164,54 @@ fn with_trusted_keys_only_bundles_signed_by_them_load() {
         .unwrap();
     refused(&inspect_trusting(&edited, &[&line_pub], &img), "changed after signing");
 }
+
+/// `device run` stops cleanly on SIGTERM (what systemd sends): the loop ends between frames, the
+/// shutdown path runs and the process exits 0 with its summary, instead of dying with its outputs in
+/// whatever state they had.
+#[test]
+fn device_run_exits_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let inbox = tmp.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::copy(&samples()[0], inbox.join("a.png")).unwrap();
+    let cfg = tmp.path().join("station.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "station_id = \"sig\"\nmodel = \"{}\"\ninspect_window_ms = 20000\nstate_dir = \"state\"\n\
+             [source]\nkind = \"folder\"\npath = \"inbox\"\npoll_ms = 20\n",
+            demo().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_device"))
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting device run");
+    // Wait for its first result line: the station is in its loop.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("\"verdict\""), "{first}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < end, "device run ignored SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("stopped after 1 frames"), "{err}");
+}

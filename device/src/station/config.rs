@@ -157,7 +157,7 @@ fn debounce_default() -> u64 {
 }
 
 /// The outputs.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputsConfig {
     /// Serial link (wire frames: results out, SetThreshold / Trigger / GetStatus in).
@@ -171,6 +171,13 @@ pub struct OutputsConfig {
     /// One JSON line per result on stdout (default true).
     #[serde(default = "yes")]
     pub stdout: bool,
+}
+
+/// No `[outputs]` section: JSON lines on stdout only (as with an empty section).
+impl Default for OutputsConfig {
+    fn default() -> Self {
+        OutputsConfig { serial: None, gpio: None, disk: None, mqtt: None, stdout: true }
+    }
 }
 
 /// A line-side command a link may carry (`commands = [...]` in `[outputs.serial]` / `[outputs.mqtt]`).
@@ -447,6 +454,15 @@ keep = 10
             matches!(c.source, SourceConfig::Folder { ref path, .. } if path == Path::new("/etc/ge/inbox"))
         );
         assert_eq!(c.precision, PrecisionChoice::Auto);
+    }
+
+    #[test]
+    fn without_an_outputs_section_results_go_to_stdout() {
+        let text =
+            "station_id = \"s\"\nmodel = \"m\"\ninspect_window_ms = 100\nstate_dir = \"st\"\n\
+                    [source]\nkind = \"folder\"\npath = \"in\"\n";
+        let c = StationConfig::parse(text, Path::new("s.toml")).unwrap();
+        assert!(c.outputs.stdout);
     }
 
     #[test]

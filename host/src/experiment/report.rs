@@ -184,9 +184,15 @@ pub fn recall_at_fpr(normal: &[f32], abnormal: &[f32], fpr: f64) -> Option<f64> 
     Some(abnormal.iter().filter(|&&s| s > cut).count() as f64 / abnormal.len() as f64)
 }
 
-/// Share of `normal` at or above `threshold` (the station's fail rule).
-fn fpr_at(normal: &[f32], threshold: f32) -> f64 {
-    normal.iter().filter(|&&s| s >= threshold).count() as f64 / normal.len().max(1) as f64
+/// False-alarm rate on good test parts at the run's validation threshold, FP / (FP + TN) from its
+/// confusion matrix (NaN without good parts): the one definition every table and finding uses.
+fn false_alarm_rate(m: &crate::eval::Metrics) -> f64 {
+    let c = &m.confusion;
+    if c.fp + c.tn > 0 {
+        c.fp as f64 / (c.fp + c.tn) as f64
+    } else {
+        f64::NAN
+    }
 }
 
 /// Table 3 row: one defect type of one category.
@@ -387,14 +393,7 @@ impl Results {
                 accuracy: m.accuracy,
                 precision: m.precision,
                 recall: m.recall,
-                fpr: {
-                    let c = &m.confusion;
-                    if c.fp + c.tn > 0 {
-                        c.fp as f64 / (c.fp + c.tn) as f64
-                    } else {
-                        f64::NAN
-                    }
-                },
+                fpr: false_alarm_rate(m),
                 f1: m.f1,
                 auroc: m.image_auroc.unwrap_or(f64::NAN),
                 published_best_f1: published.as_ref().map(|p| p.0),
@@ -433,9 +432,8 @@ impl Results {
                 t.iter().filter(|r| r.abnormal).map(|r| r.score).collect(),
             )
         };
-        for (ci, c) in runs.iter().enumerate().filter(|(_, r)| r.role == "classifier") {
-            let (c_normal, _) = split_scores(ci);
-            let c_fpr = fpr_at(&c_normal, c.metrics.threshold);
+        for c in runs.iter().filter(|r| r.role == "classifier") {
+            let c_fpr = false_alarm_rate(&c.metrics);
             for (di, d) in
                 runs.iter().enumerate().filter(|(_, r)| r.role == "glass" || r.role == "patchcore")
             {
@@ -468,8 +466,7 @@ impl Results {
                 .iter()
                 .position(|f| f.role == "classifier" && f.metrics.arch == r.metrics.arch);
             let seen = r.metrics.seen_defects.clone().unwrap_or_default();
-            let (c_normal, _) = split_scores(i);
-            let c_fpr = (!c_normal.is_empty()).then(|| fpr_at(&c_normal, r.metrics.threshold));
+            let c_fpr = Some(false_alarm_rate(&r.metrics)).filter(|f| f.is_finite());
             let g_normal: Vec<f32> = glass_idx.map(|g| split_scores(g).0).unwrap_or_default();
             // Per type: GLASS scores of its images.
             let mut g_type: BTreeMap<&str, Vec<f32>> = BTreeMap::new();

@@ -1,9 +1,11 @@
 //! `device`: the inspection-station runtime (library part, so tests and examples can drive it).
 //!
-//! Data flow: frame source -> `shared::preprocess` -> engine (tract) -> `shared::wire` messages ->
-//! serial / MQTT / GPIO. This crate never links libtorch and builds for aarch64-unknown-linux-gnu.
+//! Data flow: frame source -> `runtime` (`shared::preprocess`, the tract engine) -> `shared::wire`
+//! messages -> serial / MQTT / GPIO. This crate never links libtorch and builds for
+//! aarch64-unknown-linux-gnu.
 
-pub mod engine;
-pub mod inspect;
+// The engine, one-image inspection and overlays live in the `runtime` crate (shared with the host
+// trainer); re-exported so `device::engine` etc. stay the station's paths.
+pub use runtime::{engine, inspect, overlay};
 pub mod selftest;
 pub mod station;

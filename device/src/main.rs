@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use device::engine::{self, Engine, Precision};
+use shared::wire::Verdict;
 
 /// Inspection-station runtime: camera frames -> model -> verdict -> serial / MQTT / GPIO.
 #[derive(Parser)]
@@ -150,9 +151,9 @@ fn main() -> Result<ExitCode> {
             for f in &files {
                 let line = device::inspect::inspect_file(&engine, f, save_maps.as_deref());
                 match line.verdict {
-                    "fail" => any_fail = true,
-                    "error" => any_err = true,
-                    _ => {}
+                    Verdict::Fail => any_fail = true,
+                    Verdict::Error => any_err = true,
+                    Verdict::Pass => {}
                 }
                 if let Some(e) = &line.error {
                     eprintln!("error: {e}");

@@ -40,7 +40,7 @@ pub enum Error {
     Manifest(#[from] shared::manifest::Error),
     /// The device engine refused or failed on an exported bundle.
     #[error(transparent)]
-    Engine(#[from] device::engine::EngineError),
+    Engine(#[from] runtime::engine::EngineError),
     /// JSON (de)serialisation failed.
     #[error(transparent)]
     Json(#[from] serde_json::Error),

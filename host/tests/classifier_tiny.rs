@@ -154,8 +154,8 @@ fn exported_classifier_matches_libtorch(
     bundle: &std::path::Path,
     data: &std::path::Path,
 ) -> anyhow::Result<()> {
-    use device::engine::{Engine, Precision};
     use host::export::{self, classifier as xc, ExportOptions};
+    use runtime::engine::{Engine, Precision};
     let r = export::export(&ExportOptions {
         run: run.to_path_buf(),
         out: bundle.to_path_buf(),
@@ -205,7 +205,7 @@ fn exported_classifier_matches_libtorch(
     let split = host::data::split::Split::classifier(&cat, 0, None)?;
     let (mut same, mut max_d) = (0usize, 0f32);
     for item in &split.test {
-        let (rgb, w, h) = device::engine::decode_file(&item.image).map_err(anyhow::Error::msg)?;
+        let (rgb, w, h) = runtime::engine::decode_file(&item.image).map_err(anyhow::Error::msg)?;
         let a = engine.infer_rgb(&rgb, w, h, false)?;
         let b = eq.infer_rgb(&rgb, w, h, false)?;
         same += usize::from(a.fail == b.fail);

@@ -19,12 +19,12 @@ use std::sync::OnceLock;
 
 use anyhow::Context;
 use common::check_onnx;
-use device::engine::{Engine, EngineError, Precision};
 use host::data::synth::{self, Kind, SynthConfig};
 use host::export::{self, ExportOptions};
 use host::models::glass::GlassConfig;
 use host::train::glass::{train, GlassTrainOptions};
 use host::train::run::{DeviceChoice, RunDir};
+use runtime::engine::{Engine, EngineError, Precision};
 
 /// The synthetic generator seed of the gate category (overridable to re-measure the spread).
 const GATE_SEED: u64 = 1;
@@ -217,7 +217,7 @@ fn int8_keeps_verdicts_and_auroc() -> anyhow::Result<()> {
     let (mut same, mut max_d) = (0, 0f32);
     let (mut sf, mut sq, mut labels) = (Vec::new(), Vec::new(), Vec::new());
     for item in &split.test {
-        let (rgb, w, h) = device::engine::decode_file(&item.image).map_err(anyhow::Error::msg)?;
+        let (rgb, w, h) = runtime::engine::decode_file(&item.image).map_err(anyhow::Error::msg)?;
         let a = ef.infer_rgb(&rgb, w, h, false)?;
         let b = eq.infer_rgb(&rgb, w, h, false)?;
         same += (a.fail == b.fail) as usize;
@@ -301,8 +301,8 @@ fn damaged_bundles_give_clear_errors() -> anyhow::Result<()> {
     assert!(engine.infer_rgb(&[0u8; 10], 4, 4, false).is_err());
     let bad = tmp.path().join("bad.png");
     std::fs::write(&bad, b"not a png")?;
-    let line = device::inspect::inspect_file(&engine, &bad, None);
-    assert_eq!(line.verdict, "error");
+    let line = runtime::inspect::inspect_file(&engine, &bad, None);
+    assert_eq!(line.verdict, shared::wire::Verdict::Error);
     assert!(line.error.as_deref().unwrap_or("").contains("bad.png"), "{line:?}");
     Ok(())
 }

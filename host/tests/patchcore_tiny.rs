@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{ensure, Context};
-use device::engine::{Engine, Precision};
 use host::data::synth::{self, Kind, SynthConfig};
 use host::eval::{Metrics, ScoresFile};
 use host::export::{self, ExportOptions};
@@ -25,6 +24,7 @@ use host::models::glass::GlassConfig;
 use host::models::patchcore::PatchCoreConfig;
 use host::train::patchcore::{train, PatchCoreTrainOptions};
 use host::train::run::{read_json, DeviceChoice, RunDir};
+use runtime::engine::{Engine, Precision};
 
 /// Synthetic category seed. The 0.95 AUROC gate below was measured on seeds 11, 12, 13 of this
 /// generator (not this one): see the note at `bank_detects_synthetic_defects`.
@@ -161,7 +161,7 @@ fn tract_matches_libtorch_on_golden_and_every_test_image() -> anyhow::Result<()>
     let scores: ScoresFile = read_json(&t.run.join("scores.json"))?;
     let mut worst = 0f64;
     for r in &scores.test {
-        let (rgb, w, h) = device::engine::decode_file(&r.file).map_err(anyhow::Error::msg)?;
+        let (rgb, w, h) = runtime::engine::decode_file(&r.file).map_err(anyhow::Error::msg)?;
         let inf = engine.infer_rgb(&rgb, w, h, true)?;
         worst = worst.max((inf.score - r.score).abs() as f64 / r.score.abs() as f64);
         assert!(inf.map.is_some(), "no map for {}", r.file.display());
@@ -325,7 +325,7 @@ fn grayscale_images_of_mixed_non_square_sizes_run_end_to_end() -> anyhow::Result
     let scores: ScoresFile = read_json(&run.join("scores.json"))?;
     let mut worst = 0f64;
     for r in &scores.test {
-        let line = device::inspect::inspect_file(&engine, &r.file, None);
+        let line = runtime::inspect::inspect_file(&engine, &r.file, None);
         assert!(line.error.is_none(), "{line:?}");
         let s = line.score.context("no score")?;
         worst = worst.max((s - r.score).abs() as f64 / r.score.abs() as f64);

@@ -66,8 +66,12 @@ fn demo_inspect_under_qemu_matches_x86() -> anyhow::Result<()> {
         let x86 = device::inspect::inspect_file(&engine, f, None);
         let arm_score = line["score"].as_f64().context("arm score")? as f32;
         let x86_score = x86.score.context("x86 score")?;
-        eprintln!("{}: arm {arm_score:.6} x86 {x86_score:.6} {}", f.display(), x86.verdict);
-        assert_eq!(line["verdict"], x86.verdict, "{}", f.display());
+        eprintln!(
+            "{}: arm {arm_score:.6} x86 {x86_score:.6} {}",
+            f.display(),
+            x86.verdict.as_str()
+        );
+        assert_eq!(line["verdict"], x86.verdict.as_str(), "{}", f.display());
         assert!(
             (arm_score - x86_score).abs() <= 1e-4,
             "{}: {arm_score} vs {x86_score}",

@@ -55,7 +55,7 @@ impl DiskOutput {
                 mh as u32,
                 image::imageops::FilterType::Triangle,
             );
-            let ov = crate::inspect::overlay(&small, m, 0.0, 1.0, 0.55);
+            let ov = crate::overlay::overlay(&small, m, 0.0, 1.0, 0.55);
             let q = self.dir.join(format!("{base}_map.png"));
             ov.save(&q).map_err(|e| format!("{}: {e}", q.display()))?;
             files.push(q);

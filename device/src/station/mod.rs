@@ -41,7 +41,8 @@ pub struct ResultLine<'a> {
     /// Source file / frame label.
     pub file: &'a str,
     /// "pass" or "fail".
-    pub verdict: &'a str,
+    #[serde(serialize_with = "Verdict::serialize_lowercase")]
+    pub verdict: Verdict,
     /// Score (absent when there is none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub score: Option<f32>,
@@ -152,7 +153,7 @@ fn map_png(
     let img = image::RgbImage::from_raw(*w as u32, *h as u32, rgb.clone())?;
     let small =
         image::imageops::resize(&img, mw as u32, mh as u32, image::imageops::FilterType::Triangle);
-    let ov = crate::inspect::overlay(&small, map, 0.0, 1.0, 0.55);
+    let ov = crate::overlay::overlay(&small, map, 0.0, 1.0, 0.55);
     let mut out = std::io::Cursor::new(Vec::new());
     ov.write_to(&mut out, image::ImageFormat::Png).ok()?;
     Some(out.into_inner())
@@ -462,7 +463,7 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
         let line = ResultLine {
             seq,
             file: &frame.name,
-            verdict: if outcome.fail { "fail" } else { "pass" },
+            verdict,
             score: outcome.score.is_finite().then_some(outcome.score),
             threshold,
             fault: format!("{:?}", outcome.fault),

@@ -7,7 +7,7 @@ use crate::{Error, Result};
 
 pub use shared::preprocess::heat;
 
-pub use device::inspect::overlay;
+pub use runtime::overlay::overlay;
 
 /// Resizes a `w x h` f32 map (bilinear) to `size x size` for display.
 fn resize_map(map: &[f32], w: u32, h: u32, size: u32) -> Vec<f32> {

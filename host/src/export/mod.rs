@@ -80,11 +80,11 @@ struct Scored {
 
 fn score_bundle(
     dir: &Path,
-    precision: device::engine::Precision,
+    precision: runtime::engine::Precision,
     items: &[Item],
     progress: bool,
 ) -> Result<Scored> {
-    let engine = device::engine::Engine::load(dir, precision)?;
+    let engine = runtime::engine::Engine::load(dir, precision)?;
     let pb = run::progress_bar(items.len(), precision.name(), progress);
     let mut scores = Vec::with_capacity(items.len());
     let mut lat = Vec::with_capacity(items.len());
@@ -130,7 +130,7 @@ fn golden_items(valid: &[Item], n: usize) -> Vec<&Item> {
 /// Exports a GLASS or classifier run to a bundle.
 pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
     run::set_threads(opts.threads);
-    device::engine::set_threads(opts.threads.max(1));
+    runtime::engine::set_threads(opts.threads.max(1));
     let rd = RunDir::open(&opts.run)?;
     let probe: serde_json::Value = run::read_json(&rd.config())?;
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
@@ -424,7 +424,7 @@ fn finish(
 
     // 5. Score validation with the bundle's own models (tract), choose the threshold, record metrics.
     let labels: Vec<bool> = valid.iter().map(|i| i.label == Label::Abnormal).collect();
-    let fp = score_bundle(&opts.out, device::engine::Precision::Fp32, valid, opts.progress)?;
+    let fp = score_bundle(&opts.out, runtime::engine::Precision::Fp32, valid, opts.progress)?;
     let (thr, f1) = metrics::best_f1_margin(&fp.scores, &labels).unwrap_or((0.5, 0.0));
     let mut details = serde_json::Map::new();
     details.insert("val_f1".into(), f1.into());
@@ -451,7 +451,7 @@ fn finish(
     };
     let mut agreement = None;
     if opts.int8 {
-        let q = score_bundle(&opts.out, device::engine::Precision::Int8, valid, opts.progress)?;
+        let q = score_bundle(&opts.out, runtime::engine::Precision::Int8, valid, opts.progress)?;
         mm.int8_val_auroc = metrics::auroc(&q.scores, &labels);
         mm.int8_latency_ms = Some(q.latency_ms);
         let same =

@@ -5,7 +5,7 @@
 //! - weights: int8, symmetric, **per output channel** scales, one **scalar** zero point 0 (what tract's
 //!   QLinearConv kernels take);
 //! - activations: uint8, asymmetric, ranges = min/max over `--calib N` training normals, measured by
-//!   running the fp32 bundle model in tract ([`device::engine::tensor_ranges`]). A fused ReLU / ReLU6
+//!   running the fp32 bundle model in tract ([`runtime::engine::tensor_ranges`]). A fused ReLU / ReLU6
 //!   becomes the output range [0, max] (resp. [0, min(max, 6)]): the uint8 saturation is the
 //!   activation;
 //! - bias: int32 at scale `x_scale * w_scale[c]`, zero point 0.
@@ -160,7 +160,7 @@ pub fn quantize(
             }
         }
     });
-    let ranges = device::engine::tensor_ranges(&tmp, [1, 3, h, w], &names, &mut it);
+    let ranges = runtime::engine::tensor_ranges(&tmp, [1, 3, h, w], &names, &mut it);
     drop(it);
     pb_.finish_and_clear();
     let _ = std::fs::remove_file(&tmp);

@@ -100,6 +100,23 @@ pub enum Verdict {
     Error,
 }
 
+impl Verdict {
+    /// The lowercase name used in JSON lines (`device inspect`, the station's stdout): "pass",
+    /// "fail", "error".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Error => "error",
+        }
+    }
+
+    /// Serialises as [`Verdict::as_str`] (for JSON lines; the wire encoding is unchanged).
+    pub fn serialize_lowercase<S: serde::Serializer>(v: &Verdict, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_str())
+    }
+}
+
 /// What went wrong at a station. Carried by results (why this frame errored) and by status
 /// reports (the most recent fault).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,10 +1,13 @@
-//! `device inspect` (one JSON line per image) and `device bench` (per-stage latency), on the engine.
+//! One image through the engine as one JSON line (`device inspect`, the host's export checks) and
+//! per-stage latency (`device bench`).
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
+use shared::wire::Verdict;
 
 use crate::engine::{decode_file, Engine, Inference};
+use crate::overlay::overlay;
 
 /// One `device inspect` line.
 #[derive(Debug, Clone, Serialize)]
@@ -12,7 +15,8 @@ pub struct InspectLine {
     /// The image file.
     pub file: String,
     /// "pass", "fail" or "error".
-    pub verdict: &'static str,
+    #[serde(serialize_with = "Verdict::serialize_lowercase")]
+    pub verdict: Verdict,
     /// Image score (absent on error).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub score: Option<f32>,
@@ -33,7 +37,7 @@ pub fn inspect_file(engine: &Engine, file: &Path, save_maps: Option<&Path>) -> I
     let t0 = Instant::now();
     let mut line = InspectLine {
         file: file.display().to_string(),
-        verdict: "error",
+        verdict: Verdict::Error,
         score: None,
         threshold: engine.threshold(),
         latency_ms: 0.0,
@@ -50,7 +54,7 @@ pub fn inspect_file(engine: &Engine, file: &Path, save_maps: Option<&Path>) -> I
     match res {
         Ok((inf, rgb, w, h)) => {
             line.latency_ms = t0.elapsed().as_secs_f64() * 1e3;
-            line.verdict = if inf.fail { "fail" } else { "pass" };
+            line.verdict = if inf.fail { Verdict::Fail } else { Verdict::Pass };
             line.score = Some(inf.score);
             if let (Some(dir), Some(map)) = (save_maps, inf.map.as_ref()) {
                 match write_overlay(engine, dir, file, &rgb, w, h, map) {
@@ -90,27 +94,6 @@ fn write_overlay(
     let path = dir.join(format!("{stem}.png"));
     out.save(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
-}
-
-/// A `w x h` map (values mapped from `[lo, hi]` through `shared::preprocess::heat`) blended over
-/// `base` (same size) with `alpha`. Host strips and station overlays share it.
-pub fn overlay(
-    base: &image::RgbImage,
-    map: &[f32],
-    lo: f32,
-    hi: f32,
-    alpha: f32,
-) -> image::RgbImage {
-    let (w, h) = base.dimensions();
-    let span = (hi - lo).max(1e-12);
-    image::RgbImage::from_fn(w, h, |x, y| {
-        let v = map.get((y * w + x) as usize).copied().unwrap_or(f32::NAN);
-        let c = shared::preprocess::heat((v - lo) / span);
-        let b = base.get_pixel(x, y).0;
-        image::Rgb(
-            [0, 1, 2].map(|i| (alpha * c[i] as f32 + (1.0 - alpha) * b[i] as f32).round() as u8),
-        )
-    })
 }
 
 /// Median per-stage latency over `runs` inferences of one image.

@@ -7,111 +7,25 @@
 //! hashes) and names the file in every error. Unknown JSON fields are ignored and optional sections
 //! default, so older readers accept newer manifests of the same schema version.
 
-use std::fmt;
+mod checksum;
+mod error;
+
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::preprocess::{self, PreprocessConfig};
+
+pub use checksum::sha256_file;
+pub use error::{Error, Result};
 
 /// The manifest schema version this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// The manifest's file name inside a bundle directory.
 pub const FILE_NAME: &str = "manifest.json";
-
-/// Errors of loading, validating and saving a manifest. Every variant names the file concerned.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Error {
-    /// The manifest has a `schema_version` this code does not read.
-    UnknownSchema {
-        /// The manifest file.
-        path: PathBuf,
-        /// The version found.
-        found: u64,
-        /// The version supported ([`SCHEMA_VERSION`]).
-        supported: u32,
-    },
-    /// A model file listed in the manifest does not exist.
-    MissingFile {
-        /// The missing file (bundle directory joined with the listed path).
-        path: PathBuf,
-    },
-    /// A model file's SHA-256 differs from the manifest's.
-    ShaMismatch {
-        /// The model file.
-        path: PathBuf,
-        /// The hash the manifest lists.
-        expected: String,
-        /// The hash of the file on disk.
-        actual: String,
-    },
-    /// A manifest field has an invalid value.
-    Invalid {
-        /// The manifest file.
-        path: PathBuf,
-        /// The field, dotted (`input.std`).
-        field: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Reading or writing a file failed.
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: io::Error,
-    },
-    /// The manifest is not valid JSON or does not match the schema.
-    Json {
-        /// The manifest file.
-        path: PathBuf,
-        /// The parse error (with line and column).
-        source: serde_json::Error,
-    },
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::UnknownSchema { path, found, supported } => write!(
-                f,
-                "{}: unknown manifest schema_version {found} (this build reads version {supported})",
-                path.display()
-            ),
-            Error::MissingFile { path } => {
-                write!(f, "{}: model file listed in the manifest does not exist", path.display())
-            }
-            Error::ShaMismatch { path, expected, actual } => write!(
-                f,
-                "{}: sha256 mismatch: manifest says {expected}, file has {actual}",
-                path.display()
-            ),
-            Error::Invalid { path, field, reason } => {
-                write!(f, "{}: invalid `{field}`: {reason}", path.display())
-            }
-            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            Error::Json { path, source } => write!(f, "{}: {source}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io { source, .. } => Some(source),
-            Error::Json { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
-
-/// `Result` with this module's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What kind of model the bundle holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -571,40 +485,9 @@ fn check_file_ref(path: &Path, field: &str, file: &FileRef) -> Result<()> {
     Ok(())
 }
 
-/// Lowercase hex SHA-256 of a file, read in chunks.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let io_err = |source: io::Error| {
-        if source.kind() == io::ErrorKind::NotFound {
-            Error::MissingFile { path: path.to_owned() }
-        } else {
-            Error::Io { path: path.to_owned(), source }
-        }
-    };
-    let mut file = fs::File::open(path).map_err(io_err)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf).map_err(io_err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
+    use super::checksum::hex;
     use super::*;
 
     #[test]

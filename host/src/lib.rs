@@ -9,7 +9,9 @@ pub mod error;
 pub mod eval;
 pub mod experiment;
 pub mod export;
+pub mod metrics;
 pub mod models;
+pub mod run;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -14,8 +14,8 @@ use std::path::Path;
 use anyhow::Context;
 use host::models::glass::GlassConfig;
 use host::models::patchcore::PatchCoreConfig;
+use host::run::{ComputeDevice, RunDir};
 use host::train::patchcore::{train, PatchCoreTrainOptions};
-use host::train::run::{DeviceChoice, RunDir};
 
 #[test]
 fn patchcore_on_bottle_clears_its_measured_floor() -> anyhow::Result<()> {
@@ -38,14 +38,14 @@ fn patchcore_on_bottle_clears_its_measured_floor() -> anyhow::Result<()> {
         &PatchCoreTrainOptions {
             data: data.clone(),
             out: out.clone(),
-            device: DeviceChoice::Cpu,
+            device: ComputeDevice::Cpu,
             backbone_weights: None,
             threads: 1,
             progress: false,
         },
     )
     .context("building the bank on bottle")?;
-    let m = host::eval::patchcore::evaluate(&RunDir::open(&out)?, DeviceChoice::Cpu, 1, false)
+    let m = host::eval::patchcore::evaluate(&RunDir::open(&out)?, ComputeDevice::Cpu, 1, false)
         .context("evaluating")?;
     eprintln!(
         "bottle, 256 px, seed 0 in {:.0}s: image AUROC {:?}, pixel AUROC {:?}, AUPRO {:?}, F1 {:.3}",

@@ -20,8 +20,9 @@ use anyhow::Context;
 use host::data::synth::{self, DefectKind, Kind, SynthConfig};
 use host::eval::cam::CamMethod;
 use host::models::classifier::Arch;
-use host::train::classifier::{train, ClassifierConfig, ClassifierTrainOptions};
-use host::train::run::{DeviceChoice, RunDir};
+use host::models::classifier::ClassifierConfig;
+use host::run::{ComputeDevice, RunDir};
+use host::train::classifier::{train, ClassifierTrainOptions};
 
 /// The synthetic generator seed of the gate category (overridable to re-measure the spread).
 const GATE_SEED: u64 = 1;
@@ -58,7 +59,7 @@ fn options(
     ClassifierTrainOptions {
         data,
         out,
-        device: DeviceChoice::Cpu,
+        device: ComputeDevice::Cpu,
         weights: None,
         allow_random: false,
         train_defects,
@@ -101,15 +102,15 @@ fn efficientnet_lite0_classifier_separates_synthetic_defects() -> anyhow::Result
     let rd = RunDir::open(&out)?;
     let m = host::eval::classifier::evaluate(
         &rd,
-        DeviceChoice::Cpu,
+        ComputeDevice::Cpu,
         1,
         CamMethod::GradCam,
         None,
         false,
     )?;
     eprintln!("{}", serde_json::to_string_pretty(&m)?);
-    assert_eq!(m.model, "classifier");
-    assert_eq!(m.arch, "efficientnet_lite0");
+    assert_eq!(m.run.model, shared::manifest::ModelKind::Classifier);
+    assert_eq!(m.run.arch, "efficientnet_lite0");
     let auroc = m.image_auroc.context("no image AUROC")?;
     // Seeds 1, 2, 3: 1.000, 0.953, 0.932 (see CLS_AUROC_FLOOR).
     assert!(auroc >= CLS_AUROC_FLOOR, "test image AUROC {auroc:.3} < {CLS_AUROC_FLOOR}");
@@ -119,7 +120,7 @@ fn efficientnet_lite0_classifier_separates_synthetic_defects() -> anyhow::Result
     let pro = m.aupro.context("no AUPRO")?;
     eprintln!("Grad-CAM pixel AUROC {px:.3}, AUPRO {pro:.3}");
     assert!(px >= CAM_FLOOR, "Grad-CAM pixel AUROC {px:.3} < {CAM_FLOOR}");
-    let seen = m.seen_defects.clone().context("seen_defects missing")?;
+    let seen = m.run.seen_defects.clone().context("seen_defects missing")?;
     assert_eq!(seen, vec!["color", "contamination"]);
     assert_eq!(m.per_defect_recall.len(), 2);
     let strips = std::fs::read_dir(rd.maps())?.count();
@@ -128,7 +129,7 @@ fn efficientnet_lite0_classifier_separates_synthetic_defects() -> anyhow::Result
     // Grad-CAM++ through the same path.
     let mpp = host::eval::classifier::evaluate(
         &rd,
-        DeviceChoice::Cpu,
+        ComputeDevice::Cpu,
         1,
         CamMethod::GradCamPlusPlus,
         None,
@@ -235,13 +236,13 @@ fn train_defects_leaves_the_other_types_unseen() -> anyhow::Result<()> {
     train(cfg, &options(data.clone(), out.clone(), Some(vec!["color".into()])))?;
     let m = host::eval::classifier::evaluate(
         &RunDir::open(&out)?,
-        DeviceChoice::Cpu,
+        ComputeDevice::Cpu,
         1,
         CamMethod::GradCam,
         None,
         false,
     )?;
-    assert_eq!(m.seen_defects.as_deref(), Some(&["color".to_string()][..]));
+    assert_eq!(m.run.seen_defects.as_deref(), Some(&["color".to_string()][..]));
     let types: Vec<_> = m.per_defect_recall.keys().cloned().collect();
     assert_eq!(types, vec!["color", "contamination"], "every type is reported");
     // An unknown type is a clear error naming it.

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use anyhow::Context;
 use host::data::synth::{self, Kind, SynthConfig};
+use host::experiment::report::{Role, Verdict};
 use host::experiment::{self, ClassifierSpec, ExperimentOptions};
-use host::models::classifier::Arch;
+use host::models::classifier::{Arch, ClassifierConfig};
 use host::models::glass::GlassConfig;
-use host::train::classifier::ClassifierConfig;
-use host::train::run::DeviceChoice;
+use host::run::ComputeDevice;
 
 fn options(root: &Path, out: &Path) -> ExperimentOptions {
     let mut glass = GlassConfig::tiny();
@@ -28,7 +28,7 @@ fn options(root: &Path, out: &Path) -> ExperimentOptions {
         glass,
         classifiers: vec![ClassifierSpec { config: cls, weights: None }],
         exp3: BTreeMap::new(),
-        device: DeviceChoice::Cpu,
+        device: ComputeDevice::Cpu,
         threads: 1,
         max_strips: 3,
         progress: false,
@@ -54,7 +54,7 @@ fn assert_tables_follow_the_runs(
     let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
     let mut checked = 0;
     for c in &r.categories {
-        for run in c.runs.iter().filter(|run| run.role != "unseen") {
+        for run in c.runs.iter().filter(|run| run.role != Role::Unseen) {
             let file = out.join(&run.dir).join("metrics.json");
             let m: host::eval::Metrics = serde_json::from_str(
                 &std::fs::read_to_string(&file).with_context(|| file.display().to_string())?,
@@ -109,20 +109,25 @@ fn assert_tables_follow_the_runs(
 /// follows from them where the numbers leave no doubt (one seed: any difference counts).
 fn assert_finding_1_follows_from_table_1(r: &experiment::report::Results) {
     use experiment::report::pct;
-    let mean = |role: &str, f: fn(&experiment::report::DetectionRow) -> f64| {
+    let mean = |role: Role, f: fn(&experiment::report::DetectionRow) -> f64| {
         let rows: Vec<_> =
             r.detection.iter().filter(|d| d.category != "mean" && d.role == role).collect();
         rows.iter().map(|d| f(d)).sum::<f64>() / rows.len() as f64
     };
-    let (gf, cf) = (mean("glass", |d| d.best_f1_test), mean("classifier", |d| d.best_f1_test));
-    let (gr, cr) = (mean("glass", |d| d.recall), mean("classifier", |d| d.recall));
+    let (gf, cf) =
+        (mean(Role::Glass, |d| d.best_f1_test), mean(Role::Classifier, |d| d.best_f1_test));
+    let (gr, cr) = (mean(Role::Glass, |d| d.recall), mean(Role::Classifier, |d| d.recall));
     let f = &r.conclusion[0];
     assert!(f.evidence.contains(&format!("GLASS mean best-F1 {}", pct(gf))), "{f:?} vs {gf}");
     assert!(f.evidence.contains(&pct(cf)), "{f:?} vs classifier {cf}");
     if gf > cf && gr >= cr {
-        assert_eq!(f.verdict, "holds", "GLASS F1 {gf} > {cf}, recall {gr} >= {cr}: {f:?}");
+        assert_eq!(f.verdict, Verdict::Holds, "GLASS F1 {gf} > {cf}, recall {gr} >= {cr}: {f:?}");
     } else if gf < cf && gr <= cr {
-        assert_eq!(f.verdict, "does not hold", "GLASS F1 {gf} < {cf}, recall {gr} <= {cr}: {f:?}");
+        assert_eq!(
+            f.verdict,
+            Verdict::DoesNotHold,
+            "GLASS F1 {gf} < {cf}, recall {gr} <= {cr}: {f:?}"
+        );
     }
     eprintln!("finding 1: {} ({})", f.verdict, f.evidence);
 }
@@ -154,7 +159,7 @@ fn experiment_on_two_synthetic_categories_writes_a_complete_report() -> anyhow::
     // Grad-CAM, Grad-CAM++ per category + mean rows.
     assert_eq!(r.detection.len(), 9, "{:#?}", r.detection);
     assert_eq!(r.explanation.len(), 12);
-    assert_eq!(r.detection.iter().filter(|d| d.role == "patchcore").count(), 3);
+    assert_eq!(r.detection.iter().filter(|d| d.role == Role::Patchcore).count(), 3);
     assert!(r.unseen.iter().all(|u| u.patchcore_recall.is_some()));
     // Experiment 3 defaults to the type with the most images; every other type is unseen.
     for c in &r.categories {
@@ -229,7 +234,7 @@ fn experiment_over_two_seeds_reports_mean_sd_and_per_seed_values() -> anyhow::Re
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json"))?)?;
     assert_eq!(json["per_seed"].as_array().map(Vec::len), Some(2));
-    for role in ["glass", "patchcore", "classifier"] {
+    for role in [Role::Glass, Role::Patchcore, Role::Classifier] {
         let row = r.detection.iter().find(|d| d.role == role).with_context(|| role.to_string())?;
         assert_eq!(row.spread.n_seeds, 2, "{row:?}");
         let per: Vec<f64> = r

@@ -22,8 +22,8 @@ use common::check_onnx;
 use host::data::synth::{self, Kind, SynthConfig};
 use host::export::{self, ExportOptions};
 use host::models::glass::GlassConfig;
+use host::run::{ComputeDevice, RunDir};
 use host::train::glass::{train, GlassTrainOptions};
-use host::train::run::{DeviceChoice, RunDir};
 use runtime::engine::{Engine, EngineError, Precision};
 
 /// The synthetic generator seed of the gate category (overridable to re-measure the spread).
@@ -67,7 +67,7 @@ fn setup() -> anyhow::Result<Trained> {
     let opts = GlassTrainOptions {
         data: data.clone(),
         out: out.clone(),
-        device: DeviceChoice::Cpu,
+        device: ComputeDevice::Cpu,
         backbone_weights: None,
         textures: None,
         fg_masks: None,
@@ -111,7 +111,7 @@ fn trained() -> &'static Trained {
 fn tiny_preset_detects_synthetic_defects() -> anyhow::Result<()> {
     let t = trained();
     let rd = RunDir::open(&t.run)?;
-    let m = host::eval::glass::evaluate(&rd, DeviceChoice::Cpu, 1, false).context("evaluating")?;
+    let m = host::eval::glass::evaluate(&rd, ComputeDevice::Cpu, 1, false).context("evaluating")?;
     eprintln!("{}", serde_json::to_string_pretty(&m)?);
     let auroc = m.image_auroc.context("no image AUROC")?;
     // Seeds 1, 2, 3: 0.980, 1.000, 0.967 (floor: min − 2 sd, see AUROC_FLOOR).
@@ -227,7 +227,7 @@ fn int8_keeps_verdicts_and_auroc() -> anyhow::Result<()> {
         labels.push(item.label == host::data::split::Label::Abnormal);
     }
     let share = same as f64 / split.test.len() as f64;
-    let auroc = |s: &[f32]| host::eval::metrics::auroc(s, &labels).context("test AUROC");
+    let auroc = |s: &[f32]| host::metrics::auroc(s, &labels).context("test AUROC");
     let (af, aq) = (auroc(&sf)?, auroc(&sq)?);
     eprintln!(
         "int8 on test: verdict agreement {same}/{} ({share:.3}), max |score diff| {max_d:.4}, \

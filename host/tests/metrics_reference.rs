@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use anyhow::{ensure, Context, Result};
-use host::eval::metrics::{auroc, PixelMetrics};
+use host::metrics::{auroc, PixelMetrics};
 use tch::Tensor;
 
 /// Stated bound of the binned pixel metrics against the exact ones.

@@ -22,8 +22,8 @@ use host::eval::{Metrics, ScoresFile};
 use host::export::{self, ExportOptions};
 use host::models::glass::GlassConfig;
 use host::models::patchcore::PatchCoreConfig;
+use host::run::{read_json, ComputeDevice, RunDir};
 use host::train::patchcore::{train, PatchCoreTrainOptions};
-use host::train::run::{read_json, DeviceChoice, RunDir};
 use runtime::engine::{Engine, Precision};
 
 /// Synthetic category seed. The 0.95 AUROC gate below was measured on seeds 11, 12, 13 of this
@@ -57,7 +57,7 @@ fn bank_and_eval(data: &Path, out: &Path) -> anyhow::Result<Metrics> {
     let opts = PatchCoreTrainOptions {
         data: data.to_path_buf(),
         out: out.to_path_buf(),
-        device: DeviceChoice::Cpu,
+        device: ComputeDevice::Cpu,
         backbone_weights: None,
         threads: 1,
         progress: false,
@@ -71,7 +71,7 @@ fn bank_and_eval(data: &Path, out: &Path) -> anyhow::Result<Metrics> {
     );
     let rd = RunDir::open(out)?;
     let m =
-        host::eval::patchcore::evaluate(&rd, DeviceChoice::Cpu, 1, false).context("evaluating")?;
+        host::eval::patchcore::evaluate(&rd, ComputeDevice::Cpu, 1, false).context("evaluating")?;
     eprintln!("{}", serde_json::to_string(&m)?);
     Ok(m)
 }
@@ -118,7 +118,7 @@ fn bank_detects_synthetic_defects() -> anyhow::Result<()> {
     assert_eq!(m.pixel_metric_images, m.n_test_normal + m.n_test_abnormal);
     let pixel = m.pixel_auroc.context("no pixel AUROC")?;
     assert!(pixel >= 0.8, "pixel AUROC {pixel:.3} < 0.8");
-    let cfg: host::train::patchcore::PatchCoreRunConfig = read_json(&t.run.join("config.json"))?;
+    let cfg: host::run::PatchCoreRunConfig = read_json(&t.run.join("config.json"))?;
     // The station default: FLOP budget of the backbone, far below 64 MB.
     let want = host::models::patchcore::station_bank_size(cfg.patchcore.embed_dim())
         .min(cfg.bank.train_patches);

@@ -5,13 +5,12 @@
 use std::collections::BTreeMap;
 
 use host::experiment::report::{
-    recall_at_fpr, CategoryResult, DetectionRow, ExplanationRow, MatchedRow, Results, Spread,
+    recall_at_fpr, CategoryResult, DetectionRow, ExplanationRow, MatchedRow, Results, Role, Spread,
     UnseenRow,
 };
 use host::experiment::{ClassifierSpec, ExperimentOptions};
-use host::models::classifier::Arch;
+use host::models::classifier::{Arch, ClassifierConfig};
 use host::models::glass::GlassConfig;
-use host::train::classifier::ClassifierConfig;
 
 fn empty(categories: &[&str]) -> Results {
     let opts = ExperimentOptions {
@@ -24,7 +23,7 @@ fn empty(categories: &[&str]) -> Results {
             weights: None,
         }],
         exp3: BTreeMap::new(),
-        device: host::train::run::DeviceChoice::Cpu,
+        device: host::run::ComputeDevice::Cpu,
         threads: 1,
         max_strips: 0,
         progress: false,
@@ -47,12 +46,12 @@ fn empty(categories: &[&str]) -> Results {
 }
 
 /// A Table 1 row: (best F1, recall, false-alarm rate, AUROC, F1 at the threshold), sds by field.
-fn det(cat: &str, model: &str, role: &str, v: [f64; 5], sd: &[(&str, f64)]) -> DetectionRow {
+fn det(cat: &str, model: &str, role: Role, v: [f64; 5], sd: &[(&str, f64)]) -> DetectionRow {
     let [best_f1, recall, fpr, auroc, f1] = v;
     DetectionRow {
         category: cat.into(),
         model: model.into(),
-        role: role.into(),
+        role,
         best_f1_test: best_f1,
         accuracy: 0.9,
         precision: 0.9,
@@ -69,11 +68,11 @@ fn det(cat: &str, model: &str, role: &str, v: [f64; 5], sd: &[(&str, f64)]) -> D
     }
 }
 
-fn map(cat: &str, heatmap: &str, role: &str, px: f64, pro: f64) -> ExplanationRow {
+fn map(cat: &str, heatmap: &str, role: Role, px: f64, pro: f64) -> ExplanationRow {
     ExplanationRow {
         category: cat.into(),
         heatmap: heatmap.into(),
-        role: role.into(),
+        role,
         pixel_auroc: px,
         aupro: pro,
         spread: Spread::default(),
@@ -101,7 +100,7 @@ fn matched(cat: &str, classifier_fpr: f64, classifier_recall: f64, recall: f64) 
     MatchedRow {
         category: cat.into(),
         model: "GLASS".into(),
-        role: "glass".into(),
+        role: Role::Glass,
         classifier: "lite0".into(),
         classifier_fpr,
         classifier_recall,
@@ -133,8 +132,8 @@ fn recall_at_a_false_alarm_rate_never_exceeds_that_rate() {
 #[test]
 fn recall_is_compared_at_matched_false_alarms() {
     let mut r = empty(&["part"]);
-    r.detection.push(det("part", "GLASS", "glass", [0.80, 0.95, 0.40, 0.85, 0.8], &[]));
-    r.detection.push(det("part", "lite0", "classifier", [0.80, 0.85, 0.05, 0.9, 0.85], &[]));
+    r.detection.push(det("part", "GLASS", Role::Glass, [0.80, 0.95, 0.40, 0.85, 0.8], &[]));
+    r.detection.push(det("part", "lite0", Role::Classifier, [0.80, 0.85, 0.05, 0.9, 0.85], &[]));
     r.matched.push(matched("part", 0.05, 0.85, 0.60));
     r.finish();
     let (v, ev) = verdict(&r, 1);
@@ -146,8 +145,8 @@ fn recall_is_compared_at_matched_false_alarms() {
 
     // Unseen types: 100% at GLASS's own threshold, 40% at the classifier's false-alarm rate.
     let mut r = empty(&["part"]);
-    r.detection.push(det("part", "GLASS", "glass", [0.95, 1.0, 0.3, 0.9, 0.95], &[]));
-    r.detection.push(det("part", "lite0", "classifier", [0.9, 0.8, 0.1, 0.9, 0.85], &[]));
+    r.detection.push(det("part", "GLASS", Role::Glass, [0.95, 1.0, 0.3, 0.9, 0.95], &[]));
+    r.detection.push(det("part", "lite0", Role::Classifier, [0.9, 0.8, 0.1, 0.9, 0.85], &[]));
     let mut u = unseen("part", 0.5, 1.0);
     u.classifier_fpr = Some(0.1);
     u.glass_recall_matched = Some(0.4);
@@ -158,22 +157,22 @@ fn recall_is_compared_at_matched_false_alarms() {
     assert!(ev.contains("false-alarm rate on good parts (10.0%), GLASS recalls 40.0%"), "{ev}");
 }
 
-fn verdict(r: &Results, id: u8) -> (String, String) {
+fn verdict(r: &Results, id: u8) -> (&'static str, String) {
     let f = r.conclusion.iter().find(|f| f.id == id).expect("finding present");
-    (f.verdict.clone(), f.evidence.clone())
+    (f.verdict.as_str(), f.evidence.clone())
 }
 
 #[test]
 fn detection_holds_when_glass_is_ahead_and_not_when_behind() {
     let mut r = empty(&["bottle"]);
-    r.detection.push(det("bottle", "GLASS", "glass", [0.98, 0.97, 0.1, 0.99, 0.97], &[]));
-    r.detection.push(det("bottle", "lite0", "classifier", [0.90, 0.85, 0.1, 0.93, 0.88], &[]));
+    r.detection.push(det("bottle", "GLASS", Role::Glass, [0.98, 0.97, 0.1, 0.99, 0.97], &[]));
+    r.detection.push(det("bottle", "lite0", Role::Classifier, [0.90, 0.85, 0.1, 0.93, 0.88], &[]));
     r.finish();
     assert_eq!(verdict(&r, 1).0, "holds");
 
     let mut r = empty(&["bottle"]);
-    r.detection.push(det("bottle", "GLASS", "glass", [0.90, 0.85, 0.1, 0.93, 0.88], &[]));
-    r.detection.push(det("bottle", "lite0", "classifier", [0.98, 0.97, 0.1, 0.99, 0.97], &[]));
+    r.detection.push(det("bottle", "GLASS", Role::Glass, [0.90, 0.85, 0.1, 0.93, 0.88], &[]));
+    r.detection.push(det("bottle", "lite0", Role::Classifier, [0.98, 0.97, 0.1, 0.99, 0.97], &[]));
     r.finish();
     let (v, ev) = verdict(&r, 1);
     assert_eq!(v, "does not hold");
@@ -185,8 +184,8 @@ fn a_difference_inside_the_spread_over_seeds_is_inconclusive() {
     let mut r = empty(&["bottle"]);
     // GLASS 0.95 ± 0.04 against 0.92 ± 0.05: 0.03 apart, inside the spread, on both numbers.
     let sd = [("best_f1_test", 0.04), ("recall", 0.05)];
-    r.detection.push(det("bottle", "GLASS", "glass", [0.95, 0.90, 0.1, 0.97, 0.93], &sd));
-    r.detection.push(det("bottle", "lite0", "classifier", [0.92, 0.88, 0.1, 0.96, 0.9], &sd));
+    r.detection.push(det("bottle", "GLASS", Role::Glass, [0.95, 0.90, 0.1, 0.97, 0.93], &sd));
+    r.detection.push(det("bottle", "lite0", Role::Classifier, [0.92, 0.88, 0.1, 0.96, 0.9], &sd));
     r.finish();
     let (v, ev) = verdict(&r, 1);
     assert_eq!(v, "inconclusive", "{ev}");
@@ -196,13 +195,13 @@ fn a_difference_inside_the_spread_over_seeds_is_inconclusive() {
 #[test]
 fn explanation_follows_pixel_auroc_and_aupro() {
     let mut r = empty(&["bottle"]);
-    r.explanation.push(map("bottle", "GLASS map", "glass", 0.98, 0.93));
-    r.explanation.push(map("bottle", "lite0 Grad-CAM", "classifier", 0.95, 0.88));
+    r.explanation.push(map("bottle", "GLASS map", Role::Glass, 0.98, 0.93));
+    r.explanation.push(map("bottle", "lite0 Grad-CAM", Role::Classifier, 0.95, 0.88));
     r.finish();
     assert_eq!(verdict(&r, 2).0, "holds");
     let mut r = empty(&["bottle"]);
-    r.explanation.push(map("bottle", "GLASS map", "glass", 0.90, 0.80));
-    r.explanation.push(map("bottle", "lite0 Grad-CAM", "classifier", 0.95, 0.88));
+    r.explanation.push(map("bottle", "GLASS map", Role::Glass, 0.90, 0.80));
+    r.explanation.push(map("bottle", "lite0 Grad-CAM", Role::Classifier, 0.95, 0.88));
     r.finish();
     assert_eq!(verdict(&r, 2).0, "does not hold");
 }
@@ -213,8 +212,14 @@ fn explanation_follows_pixel_auroc_and_aupro() {
 #[test]
 fn recall_of_a_detector_near_chance_with_a_permissive_threshold_is_no_evidence() {
     let mut r = empty(&["part"]);
-    r.detection.push(det("part", "GLASS", "glass", [0.874, 1.0, 12.0 / 13.0, 0.465, 0.87], &[]));
-    r.detection.push(det("part", "lite0", "classifier", [0.9, 0.8, 0.1, 0.9, 0.85], &[]));
+    r.detection.push(det(
+        "part",
+        "GLASS",
+        Role::Glass,
+        [0.874, 1.0, 12.0 / 13.0, 0.465, 0.87],
+        &[],
+    ));
+    r.detection.push(det("part", "lite0", Role::Classifier, [0.9, 0.8, 0.1, 0.9, 0.85], &[]));
     r.unseen.push(unseen("part", 0.5, 1.0));
     r.finish();
     let (v, ev) = verdict(&r, 3);
@@ -223,8 +228,8 @@ fn recall_of_a_detector_near_chance_with_a_permissive_threshold_is_no_evidence()
 
     // The same recall from a detector that separates the parts does count.
     let mut r = empty(&["part"]);
-    r.detection.push(det("part", "GLASS", "glass", [0.95, 1.0, 0.1, 0.97, 0.95], &[]));
-    r.detection.push(det("part", "lite0", "classifier", [0.9, 0.8, 0.1, 0.9, 0.85], &[]));
+    r.detection.push(det("part", "GLASS", Role::Glass, [0.95, 1.0, 0.1, 0.97, 0.95], &[]));
+    r.detection.push(det("part", "lite0", Role::Classifier, [0.9, 0.8, 0.1, 0.9, 0.85], &[]));
     r.unseen.push(unseen("part", 0.5, 1.0));
     r.finish();
     assert_eq!(verdict(&r, 3).0, "holds");
@@ -234,11 +239,17 @@ fn recall_of_a_detector_near_chance_with_a_permissive_threshold_is_no_evidence()
 fn glass_behind_the_memory_bank_is_said_plainly() {
     let mut r = empty(&["bottle", "tile"]);
     for (cat, g_auroc, g_f1) in [("bottle", 0.994, 0.963), ("tile", 0.95, 0.90)] {
-        r.detection.push(det(cat, "GLASS", "glass", [0.98, 0.94, 0.1, g_auroc, g_f1], &[]));
-        r.detection.push(det(cat, "lite0", "classifier", [0.9, 0.8, 0.1, 0.9, 0.85], &[]));
+        r.detection.push(det(cat, "GLASS", Role::Glass, [0.98, 0.94, 0.1, g_auroc, g_f1], &[]));
+        r.detection.push(det(cat, "lite0", Role::Classifier, [0.9, 0.8, 0.1, 0.9, 0.85], &[]));
     }
-    r.detection.push(det("bottle", "PatchCore", "patchcore", [1.0, 0.96, 0.1, 1.0, 0.979], &[]));
-    r.detection.push(det("tile", "PatchCore", "patchcore", [0.9, 0.85, 0.1, 0.93, 0.89], &[]));
+    r.detection.push(det(
+        "bottle",
+        "PatchCore",
+        Role::Patchcore,
+        [1.0, 0.96, 0.1, 1.0, 0.979],
+        &[],
+    ));
+    r.detection.push(det("tile", "PatchCore", Role::Patchcore, [0.9, 0.85, 0.1, 0.93, 0.89], &[]));
     r.finish();
     let (v, ev) = verdict(&r, 4);
     assert_eq!(v, "does not hold", "{ev}");

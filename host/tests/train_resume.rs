@@ -11,10 +11,11 @@ use std::sync::Mutex;
 use anyhow::{ensure, Context, Result};
 use host::data::synth::{self, DefectKind, Kind, SynthConfig};
 use host::models::classifier::Arch;
+use host::models::classifier::ClassifierConfig;
 use host::models::glass::GlassConfig;
-use host::train::classifier::{ClassifierConfig, ClassifierTrainOptions};
+use host::run::ComputeDevice;
+use host::train::classifier::ClassifierTrainOptions;
 use host::train::glass::GlassTrainOptions;
-use host::train::run::DeviceChoice;
 use tch::Tensor;
 
 static TORCH_RNG: Mutex<()> = Mutex::new(());
@@ -74,7 +75,7 @@ fn epochs(run: &Path) -> Result<Vec<serde_json::Value>> {
 /// files deleted in between; checks the outcome.
 fn check_resume(
     root: &Path,
-    train: impl Fn(&Path, Option<usize>) -> Result<host::train::run::TrainState>,
+    train: impl Fn(&Path, Option<usize>) -> Result<host::run::TrainState>,
     epochs_total: usize,
 ) -> Result<()> {
     let (straight, resumed, control) =
@@ -131,7 +132,7 @@ fn glass_resumes_exactly() -> Result<()> {
         let opts = GlassTrainOptions {
             data: data.clone(),
             out: out.to_path_buf(),
-            device: DeviceChoice::Cpu,
+            device: ComputeDevice::Cpu,
             backbone_weights: None,
             textures: None,
             fg_masks: None,
@@ -158,7 +159,7 @@ fn classifier_resumes_exactly() -> Result<()> {
         let opts = ClassifierTrainOptions {
             data: data.clone(),
             out: out.to_path_buf(),
-            device: DeviceChoice::Cpu,
+            device: ComputeDevice::Cpu,
             weights: None,
             allow_random: false,
             train_defects: None,

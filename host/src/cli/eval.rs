@@ -1,10 +1,11 @@
 //! `host eval`: metrics and overlay strips of one or more runs on their test split.
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use host::eval::cam::CamMethod;
-use host::train::run::{DeviceChoice, RunDir};
+use host::run::{ComputeDevice, RunDir};
+use shared::manifest::ModelKind;
 
 use super::show_progress;
 
@@ -21,7 +22,7 @@ pub struct EvalArgs {
     pub reuse: bool,
     /// Where to compute.
     #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
+    pub device: ComputeDevice,
     /// libtorch threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -52,7 +53,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
 /// Mean ± sd over several evaluated runs (e.g. split seeds), one line per metric.
 fn print_spread(all: &[host::eval::Metrics]) {
     use host::experiment::seeds::mean_sd;
-    let seeds: Vec<String> = all.iter().map(|m| m.split_seed.to_string()).collect();
+    let seeds: Vec<String> = all.iter().map(|m| m.run.split_seed.to_string()).collect();
     println!("\n{} runs (split seeds {}):", all.len(), seeds.join(", "));
     println!("  {:<24} {:>18}  per run", "metric", "mean ± sd");
     type Get = fn(&host::eval::Metrics) -> Option<f64>;
@@ -81,16 +82,17 @@ fn print_spread(all: &[host::eval::Metrics]) {
 fn eval_one(a: &EvalArgs, run: &std::path::Path) -> anyhow::Result<host::eval::Metrics> {
     let rd = RunDir::open(run).with_context(|| format!("opening run {}", run.display()))?;
     if a.reuse && host::experiment::eval_is_current(&rd, &rd.metrics()) {
-        let m: host::eval::Metrics = host::train::run::read_json(&rd.metrics())?;
+        let m: host::eval::Metrics = host::run::read_json(&rd.metrics())?;
         println!("{}: reusing {}", run.display(), rd.metrics().display());
         return Ok(m);
     }
-    let m = match host::eval::run_model(run).as_deref() {
-        Some("glass") => host::eval::glass::evaluate(&rd, a.device, a.threads, show_progress()),
-        Some("patchcore") => {
+    let kind = host::run::config::run_kind(run)?;
+    let m = match kind {
+        ModelKind::Glass => host::eval::glass::evaluate(&rd, a.device, a.threads, show_progress()),
+        ModelKind::Patchcore => {
             host::eval::patchcore::evaluate(&rd, a.device, a.threads, show_progress())
         }
-        Some("classifier") => host::eval::classifier::evaluate(
+        ModelKind::Classifier => host::eval::classifier::evaluate(
             &rd,
             a.device,
             a.threads,
@@ -98,16 +100,11 @@ fn eval_one(a: &EvalArgs, run: &std::path::Path) -> anyhow::Result<host::eval::M
             a.cam_layer.as_deref(),
             show_progress(),
         ),
-        other => bail!(
-            "{}: config.json has model {:?}; expected \"glass\", \"patchcore\" or \"classifier\"",
-            run.display(),
-            other
-        ),
     }
     .with_context(|| format!("evaluating {}", run.display()))?;
     println!(
         "{} on {} (seed {}): {} normal + {} abnormal test images",
-        m.arch, m.category, m.split_seed, m.n_test_normal, m.n_test_abnormal
+        m.run.arch, m.run.category, m.run.split_seed, m.n_test_normal, m.n_test_abnormal
     );
     println!("  image AUROC      {}", pct(m.image_auroc));
     println!("  pixel AUROC      {}", pct(m.pixel_auroc));
@@ -122,7 +119,7 @@ fn eval_one(a: &EvalArgs, run: &std::path::Path) -> anyhow::Result<host::eval::M
         pct(Some(m.f1))
     );
     for (k, v) in &m.per_defect_recall {
-        let seen = match &m.seen_defects {
+        let seen = match &m.run.seen_defects {
             Some(s) if s.contains(k) => " (seen in training)",
             Some(_) => " (unseen)",
             None => "",

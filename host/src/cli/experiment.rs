@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use host::train::run::DeviceChoice;
+use host::run::ComputeDevice;
 
 use super::{show_progress, ClassifierArch, Preset};
 
@@ -66,7 +66,7 @@ pub struct ExperimentArgs {
     pub glass_noise: Option<f64>,
     /// Where to train: CUDA when libtorch sees a GPU (auto), or force cpu / cuda.
     #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
+    pub device: ComputeDevice,
     /// Experiment-3 defect type per category, CAT=TYPE (repeatable). Defaults: bottle broken_small,
     /// hazelnut crack, carpet color, grid bent; other categories: the type with the most images.
     #[arg(long, value_delimiter = ',')]
@@ -103,7 +103,7 @@ fn key_values(list: &[String], what: &str) -> anyhow::Result<Vec<(String, String
 /// Runs `host experiment`.
 pub fn run(a: ExperimentArgs) -> anyhow::Result<()> {
     use host::experiment::{self, ClassifierSpec, ExperimentOptions};
-    use host::train::classifier::ClassifierConfig;
+    use host::models::classifier::ClassifierConfig;
     let mut glass = a.glass_preset.config();
     glass.seed = a.seeds.first().copied().unwrap_or(a.seed);
     if let Some(v) = a.image_size {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use host::eval::cam::CamMethod;
-use host::train::run::{DeviceChoice, RunDir};
+use host::run::{ComputeDevice, RunDir};
 
 /// `host gradcam` options.
 #[derive(Debug, Args)]
@@ -26,17 +26,18 @@ pub struct GradcamArgs {
     pub cam_layer: Option<String>,
     /// Where to compute.
     #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
+    pub device: ComputeDevice,
 }
 
 /// Runs `host gradcam`: strips of single images with the run's classifier.
 pub fn run(a: GradcamArgs) -> anyhow::Result<()> {
-    use host::train::classifier::{self as tc, ClassifierRunConfig};
+    use host::run::ClassifierRunConfig;
     let rd = RunDir::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
-    let cfg: ClassifierRunConfig = host::train::run::read_json(&rd.config())
+    let cfg: ClassifierRunConfig = host::run::read_json(&rd.config())
         .with_context(|| format!("{}: not a classifier run", a.run.display()))?;
     let device = a.device.resolve()?;
-    let model = tc::load_model(&cfg, &rd.best(), device)
+    let model = cfg
+        .load_model(&rd.best(), device)
         .with_context(|| format!("loading {}", rd.best().display()))?;
     let layer = a.cam_layer.clone().unwrap_or_else(|| cfg.classifier.cam_layer.clone());
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;

@@ -5,8 +5,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use host::models::backbone::BackboneKind;
 use host::models::glass::Distribution;
+use host::run::ComputeDevice;
 use host::train::glass::{train, GlassTrainOptions};
-use host::train::run::DeviceChoice;
 
 use super::{show_progress, ClassifierArch, Preset};
 
@@ -50,7 +50,7 @@ pub struct TrainPatchcoreArgs {
     pub image_size: Option<i64>,
     /// Where to compute: CUDA when libtorch sees a GPU (auto), or force cpu / cuda.
     #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
+    pub device: ComputeDevice,
     /// Backbone weights (safetensors). Default: $GLASS_EDGE_WEIGHTS/<backbone>.safetensors.
     #[arg(long)]
     pub backbone_weights: Option<PathBuf>,
@@ -86,7 +86,7 @@ fn run_train_patchcore(a: &TrainPatchcoreArgs) -> anyhow::Result<()> {
     let state = tp::train(cfg, &opts).with_context(|| {
         format!("building the PatchCore bank on {} into {}", a.data.display(), a.out.display())
     })?;
-    let rc: tp::PatchCoreRunConfig = host::train::run::read_json(&a.out.join("config.json"))?;
+    let rc: host::run::PatchCoreRunConfig = host::run::read_json(&a.out.join("config.json"))?;
     println!(
         "memory bank: {} of {} patches ({:.2} MB at fp32, nearest-neighbour search {:.2} GFLOP per \
          frame) in {:.0} s; validation image AUROC {:.4} -> {}",
@@ -131,7 +131,7 @@ pub struct TrainClassifierArgs {
     pub image_size: Option<i64>,
     /// Where to train: CUDA when libtorch sees a GPU (auto), or force cpu / cuda.
     #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
+    pub device: ComputeDevice,
     /// Split and training seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -188,7 +188,7 @@ pub struct TrainGlassArgs {
     pub image_size: Option<i64>,
     /// Where to train: CUDA when libtorch sees a GPU (auto), or force cpu / cuda.
     #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
+    pub device: ComputeDevice,
     /// Backbone weights (safetensors; convert .pth with scripts/convert-weights). Default:
     /// $GLASS_EDGE_WEIGHTS/<backbone>.safetensors.
     #[arg(long)]
@@ -323,7 +323,8 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
 }
 
 fn run_train_classifier(a: &TrainClassifierArgs) -> anyhow::Result<()> {
-    use host::train::classifier::{self as tc, ClassifierConfig, ClassifierTrainOptions};
+    use host::models::classifier::ClassifierConfig;
+    use host::train::classifier::{self as tc, ClassifierTrainOptions};
     let mut cfg = ClassifierConfig::for_arch(a.arch);
     cfg.seed = a.seed;
     if let Some(v) = a.image_size {

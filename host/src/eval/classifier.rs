@@ -10,8 +10,7 @@ use crate::data::split::{Item, Split};
 use crate::eval::cam::{self, CamMethod};
 use crate::eval::{EvalOutputs, Metrics, RunFacts, Scored};
 use crate::models::classifier::Classifier;
-use crate::train::classifier::{self as tc, ClassifierRunConfig};
-use crate::train::run::{self, DeviceChoice, RunDir, TrainState};
+use crate::run::{self, ClassifierRunConfig, ComputeDevice, RunDir, TrainState};
 use crate::Result;
 
 /// Abnormal probability and (when `with_map`) the CAM map of one preprocessed image `[3,H,W]`.
@@ -36,7 +35,7 @@ pub fn score_tensor(
 /// `scores.json`.
 pub fn evaluate(
     rd: &RunDir,
-    device: DeviceChoice,
+    device: ComputeDevice,
     threads: usize,
     method: CamMethod,
     cam_layer: Option<&str>,
@@ -48,7 +47,7 @@ pub fn evaluate(
 /// [`evaluate`] into the given outputs (e.g. a second CAM method next to the first).
 pub fn evaluate_to(
     rd: &RunDir,
-    device: DeviceChoice,
+    device: ComputeDevice,
     threads: usize,
     method: CamMethod,
     cam_layer: Option<&str>,
@@ -59,7 +58,7 @@ pub fn evaluate_to(
     let device = device.resolve()?;
     let cfg: ClassifierRunConfig = run::read_json(&rd.config())?;
     let state: TrainState = run::read_json(&rd.state())?;
-    let model = tc::load_model(&cfg, &rd.best(), device)?;
+    let model = cfg.load_model(&rd.best(), device)?;
     let category = Category::open(&cfg.data)?;
     let split = Split::classifier(&category, cfg.split_seed, cfg.train_defects.as_deref())?;
     let layer = cam_layer.unwrap_or(&cfg.classifier.cam_layer).to_owned();
@@ -69,7 +68,7 @@ pub fn evaluate_to(
             score_tensor(&model, &x, &layer, method, m)
         })?;
     let facts = RunFacts {
-        model: "classifier".into(),
+        model: shared::manifest::ModelKind::Classifier,
         arch: cfg.classifier.arch.name().into(),
         category: cfg.category.clone(),
         split_seed: cfg.split_seed,

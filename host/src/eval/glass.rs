@@ -6,10 +6,10 @@ use tch::Device;
 use crate::data::loader;
 use crate::data::split::Item;
 use crate::eval::{EvalOutputs, Metrics, RunFacts, Scored};
+use crate::models::glass::postprocess;
 use crate::models::glass::Glass;
-use crate::train::glass::{self as tg, GlassRunConfig, TrainState};
-use crate::train::run::{self, DeviceChoice, RunDir};
-use crate::{Error, Result};
+use crate::run::{self, ComputeDevice, GlassRunConfig, RunDir, TrainState};
+use crate::Result;
 
 /// Scores one item: preprocess -> model -> max patch score; map = upsample + Gaussian blur through
 /// `shared::preprocess::glass_postprocess`, the station's own code.
@@ -23,23 +23,10 @@ pub fn score_item(glass: &Glass, cfg: &GlassRunConfig, item: &Item) -> Result<Sc
     Ok(Scored { score, map })
 }
 
-/// The GLASS pixel map of one patch-score grid (`gw x gh`): bilinear upsample to the input size and
-/// Gaussian blur through `shared::preprocess::glass_postprocess`, the station's own code.
-pub fn postprocess(
-    cfg: &crate::models::glass::GlassConfig,
-    grid: &[f32],
-    gw: usize,
-    gh: usize,
-) -> Result<Vec<f32>> {
-    let s = cfg.image_size as usize;
-    shared::preprocess::glass_postprocess(grid, gw, gh, s, s, cfg.blur_sigma)
-        .map_err(|e| Error::Config(format!("map post-processing: {e}")))
-}
-
 /// Evaluates a GLASS run directory and writes `metrics.json`, `maps/` and `scores.json`.
 pub fn evaluate(
     rd: &RunDir,
-    device: DeviceChoice,
+    device: ComputeDevice,
     threads: usize,
     progress: bool,
 ) -> Result<Metrics> {
@@ -49,7 +36,7 @@ pub fn evaluate(
 /// [`evaluate`] into the given outputs.
 pub fn evaluate_to(
     rd: &RunDir,
-    device: DeviceChoice,
+    device: ComputeDevice,
     threads: usize,
     progress: bool,
     out: &EvalOutputs,
@@ -58,9 +45,9 @@ pub fn evaluate_to(
     let device = device.resolve()?;
     let cfg: GlassRunConfig = run::read_json(&rd.config())?;
     let state: TrainState = run::read_json(&rd.state())?;
-    let glass = tg::load_model(&cfg, &rd.best(), device)?;
+    let glass = cfg.load_model(&rd.best(), device)?;
     let facts = RunFacts {
-        model: "glass".into(),
+        model: shared::manifest::ModelKind::Glass,
         arch: format!("glass/{}", cfg.glass.backbone.name()),
         category: cfg.category.clone(),
         split_seed: cfg.split_seed,
@@ -81,9 +68,4 @@ pub fn evaluate_to(
         facts,
         |item, _| score_item(&glass, &cfg, item),
     )
-}
-
-/// True when `dir` holds a GLASS run.
-pub fn is_glass_run(dir: &std::path::Path) -> bool {
-    super::run_model(dir).as_deref() == Some("glass")
 }

@@ -4,18 +4,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use shared::manifest::ModelKind;
 use shared::preprocess::PreprocessConfig;
 
 use crate::data::loader;
 use crate::data::split::{Item, Label, Split};
-use crate::train::run;
+use crate::metrics::{self, Confusion, PixelMetrics};
+use crate::run;
 use crate::{Error, Result};
-use metrics::{Confusion, PixelMetrics};
 
 pub mod cam;
 pub mod classifier;
 pub mod glass;
-pub mod metrics;
 pub mod patchcore;
 pub mod visual;
 
@@ -198,27 +198,30 @@ pub fn strip_name(item: &Item) -> String {
     format!("{}_{stem}.png", item.defect.as_deref().unwrap_or("good"))
 }
 
-/// What a run contributes to [`Metrics`] besides its scores.
+/// What a run contributes to [`Metrics`] besides its scores: the run's facts, one record, flattened
+/// into `metrics.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunFacts {
-    /// "glass" or "classifier".
-    pub model: String,
-    /// Architecture name.
+    /// The model kind (`"glass"`, `"patchcore"`, `"classifier"`).
+    pub model: ModelKind,
+    /// Architecture, e.g. "glass/efficientnet_lite0" or "tinyvit_21m_512".
     pub arch: String,
-    /// Category.
+    /// Category name.
     pub category: String,
     /// Split seed.
     pub split_seed: u64,
-    /// Defect types seen in training (classifier).
+    /// Classifier: defect types seen in training (others are unseen). `None` for the anomaly
+    /// detectors (they saw none).
     pub seen_defects: Option<Vec<String>>,
     /// Epochs trained.
     pub epochs_trained: usize,
-    /// Selected epoch.
+    /// Epoch of the selected checkpoint.
     pub best_epoch: usize,
-    /// Training seconds.
+    /// Training wall-clock seconds.
     pub train_seconds: f64,
     /// Input size.
     pub image_size: i64,
-    /// Preset / recipe.
+    /// Preset or recipe name.
     pub preset: String,
     /// What the heat map is.
     pub heatmap: String,
@@ -246,10 +249,7 @@ impl Metrics {
         let counts = split.counts();
         let pixel_auroc = s.pixels.auroc();
         Metrics {
-            model: facts.model,
-            arch: facts.arch,
-            category: facts.category,
-            split_seed: facts.split_seed,
+            run: facts,
             n_test_normal: counts.test_normal,
             n_test_abnormal: counts.test_abnormal,
             image_auroc: metrics::auroc(ts, tl),
@@ -266,37 +266,18 @@ impl Metrics {
             best_f1_test: best_test.map(|b| b.1).unwrap_or(0.0),
             best_f1_test_threshold: best_test.map(|b| b.0),
             per_defect_recall,
-            seen_defects: facts.seen_defects,
             val_image_auroc: metrics::auroc(vs, vl),
             val_best_f1: val_f1,
-            epochs_trained: facts.epochs_trained,
-            best_epoch: facts.best_epoch,
-            train_seconds: facts.train_seconds,
-            image_size: facts.image_size,
-            preset: facts.preset,
-            heatmap: facts.heatmap,
         }
     }
-}
-
-/// The `model` field of a run directory's `config.json` ("glass", "classifier"), if readable.
-pub fn run_model(dir: &Path) -> Option<String> {
-    run::read_json::<serde_json::Value>(&dir.join("config.json"))
-        .ok()
-        .and_then(|v| v.get("model").and_then(|m| m.as_str()).map(str::to_owned))
 }
 
 /// `metrics.json`: test-split results of one run. Positive = abnormal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Metrics {
-    /// "glass" or "classifier".
-    pub model: String,
-    /// Architecture, e.g. "glass/efficientnet_lite0" or "tinyvit_21m_512".
-    pub arch: String,
-    /// Category name.
-    pub category: String,
-    /// Split seed.
-    pub split_seed: u64,
+    /// The run's facts (model, architecture, category, split seed, training, input size, ...).
+    #[serde(flatten)]
+    pub run: RunFacts,
     /// Normal test images.
     pub n_test_normal: usize,
     /// Abnormal test images.
@@ -332,22 +313,8 @@ pub struct Metrics {
     pub best_f1_test_threshold: Option<f32>,
     /// Recall at `threshold` per defect type.
     pub per_defect_recall: BTreeMap<String, f64>,
-    /// Classifier: defect types seen in training (others are unseen). `None` for GLASS (saw none).
-    pub seen_defects: Option<Vec<String>>,
     /// Validation image AUROC of the selected checkpoint.
     pub val_image_auroc: Option<f64>,
     /// Validation F1 at `threshold`.
     pub val_best_f1: f64,
-    /// Epochs trained.
-    pub epochs_trained: usize,
-    /// Epoch of the selected checkpoint.
-    pub best_epoch: usize,
-    /// Training wall-clock seconds.
-    pub train_seconds: f64,
-    /// Input size.
-    pub image_size: i64,
-    /// Preset or recipe name.
-    pub preset: String,
-    /// What the heat map is.
-    pub heatmap: String,
 }

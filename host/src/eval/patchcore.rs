@@ -6,9 +6,9 @@ use tch::Device;
 use crate::data::loader;
 use crate::data::split::Item;
 use crate::eval::{EvalOutputs, Metrics, RunFacts, Scored};
+use crate::models::patchcore::normalise_map;
 use crate::models::patchcore::PatchCore;
-use crate::train::patchcore::{self as tp, PatchCoreRunConfig};
-use crate::train::run::{self, DeviceChoice, RunDir, TrainState};
+use crate::run::{self, ComputeDevice, PatchCoreRunConfig, RunDir, TrainState};
 use crate::{Error, Result};
 
 /// Scores one item: preprocess -> features -> nearest-neighbour distance per patch -> max; the map
@@ -30,14 +30,14 @@ pub fn score_item(model: &PatchCore, cfg: &PatchCoreRunConfig, item: &Item) -> R
         cfg.patchcore.blur_sigma,
     )
     .map_err(|e| Error::Config(format!("map post-processing: {e}")))?;
-    tp::normalise_map(&mut map, cfg.map_range);
+    normalise_map(&mut map, cfg.map_range);
     Ok(Scored { score, map })
 }
 
 /// Evaluates a PatchCore run directory into `metrics.json`, `maps/` and `scores.json`.
 pub fn evaluate(
     rd: &RunDir,
-    device: DeviceChoice,
+    device: ComputeDevice,
     threads: usize,
     progress: bool,
 ) -> Result<Metrics> {
@@ -45,9 +45,9 @@ pub fn evaluate(
     let device = device.resolve()?;
     let cfg: PatchCoreRunConfig = run::read_json(&rd.config())?;
     let state: TrainState = run::read_json(&rd.state())?;
-    let model = tp::load_model(&cfg, &rd.best(), device)?;
+    let model = cfg.load_model(&rd.best(), device)?;
     let facts = RunFacts {
-        model: "patchcore".into(),
+        model: shared::manifest::ModelKind::Patchcore,
         arch: format!("patchcore/{}", cfg.patchcore.backbone.name()),
         category: cfg.category.clone(),
         split_seed: cfg.split_seed,

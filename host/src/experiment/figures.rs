@@ -6,17 +6,16 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::report::Role;
 use super::svg::{self, Series};
 use super::{ExperimentOptions, RunResult, RunScores};
 use crate::data::category::Category;
 use crate::data::loader;
 use crate::data::split::Item;
 use crate::eval::cam::CamMethod;
-use crate::eval::metrics::sweep;
 use crate::eval::{self, visual};
-use crate::train::classifier::{self as tc, ClassifierRunConfig};
-use crate::train::glass::{self as tg, GlassRunConfig};
-use crate::train::run::{self, RunDir};
+use crate::metrics::sweep;
+use crate::run::{self, ClassifierRunConfig, GlassRunConfig, RunDir};
 use crate::{Error, Result};
 
 /// One side-by-side strip.
@@ -76,7 +75,7 @@ pub fn draw(
         let (sc, lab): (Vec<f32>, Vec<bool>) =
             s.scores.test.iter().map(|r| (r.score, r.abnormal)).unzip();
         let color = COLORS[i % COLORS.len()];
-        let dashed = runs[i].role == "unseen";
+        let dashed = runs[i].role == Role::Unseen;
         roc.push(Series::new(&s.name, color, dashed, roc_points(&sc, &lab)));
         pr.push(Series::new(&s.name, color, dashed, pr_points(&sc, &lab)));
     }
@@ -121,7 +120,7 @@ pub fn draw(
         curves.push(Series::new(
             &format!("{}: val image AUROC", r.name),
             color,
-            r.role == "unseen",
+            r.role == Role::Unseen,
             img,
         ));
         let px = pts("val_pixel_auroc");
@@ -266,18 +265,19 @@ fn draw_strips(
             .collect()
     };
     let glass_scores = score_map(&scores[0]);
-    let cls_idx: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].role == "classifier").collect();
+    let cls_idx: Vec<usize> =
+        (0..runs.len()).filter(|&i| runs[i].role == Role::Classifier).collect();
     let first_cls = cls_idx.first().map(|&i| score_map(&scores[i])).unwrap_or_default();
     let picks = choose_strips(&items, &glass_scores, &first_cls, opts.max_strips);
 
     let grd = RunDir::open(&opts.out.join(&runs[0].dir))?;
     let gcfg: GlassRunConfig = run::read_json(&grd.config())?;
-    let glass = tg::load_model(&gcfg, &grd.best(), device)?;
-    let pc = match runs.iter().position(|r| r.role == "patchcore") {
+    let glass = gcfg.load_model(&grd.best(), device)?;
+    let pc = match runs.iter().position(|r| r.role == Role::Patchcore) {
         Some(i) => {
             let rd = RunDir::open(&opts.out.join(&runs[i].dir))?;
-            let cfg: crate::train::patchcore::PatchCoreRunConfig = run::read_json(&rd.config())?;
-            let model = crate::train::patchcore::load_model(&cfg, &rd.best(), device)?;
+            let cfg: crate::run::PatchCoreRunConfig = run::read_json(&rd.config())?;
+            let model = cfg.load_model(&rd.best(), device)?;
             Some((i, cfg, model))
         }
         None => None,
@@ -286,7 +286,7 @@ fn draw_strips(
     for &i in &cls_idx {
         let rd = RunDir::open(&opts.out.join(&runs[i].dir))?;
         let cfg: ClassifierRunConfig = run::read_json(&rd.config())?;
-        let model = tc::load_model(&cfg, &rd.best(), device)?;
+        let model = cfg.load_model(&rd.best(), device)?;
         classifiers.push((i, cfg, model));
     }
     figs.strip_columns =

@@ -25,16 +25,19 @@ use crate::data::category::Category;
 use crate::data::split::{Label, Split};
 use crate::eval::cam::CamMethod;
 use crate::eval::{self, EvalOutputs, Metrics, ScoresFile};
+use crate::models::classifier::ClassifierConfig;
 use crate::models::glass::GlassConfig;
 use crate::models::patchcore::{CoresetSize, PatchCoreConfig};
-use crate::train::classifier::{self as tc, ClassifierConfig, ClassifierRunConfig};
-use crate::train::glass::{self as tg, GlassRunConfig};
-use crate::train::patchcore::{self as tp, PatchCoreRunConfig};
-use crate::train::run::{self, DeviceChoice, RunDir, TrainState};
+use crate::run::{
+    self, ClassifierRunConfig, ComputeDevice, GlassRunConfig, PatchCoreRunConfig, RunDir,
+    TrainState,
+};
+use crate::train::{classifier as tc, glass as tg, patchcore as tp};
 use crate::{Error, Result};
 
 pub mod figures;
 pub mod report;
+use report::Role;
 pub mod seeds;
 pub mod svg;
 
@@ -75,7 +78,7 @@ pub struct ExperimentOptions {
     /// Experiment-3 defect type per category (overrides [`DEFAULT_EXP3`]).
     pub exp3: BTreeMap<String, String>,
     /// Where to train.
-    pub device: DeviceChoice,
+    pub device: ComputeDevice,
     /// libtorch threads (0 = its default).
     pub threads: usize,
     /// At most this many side-by-side strips per category.
@@ -99,8 +102,9 @@ pub struct ExperimentOptions {
 pub struct RunResult {
     /// Category.
     pub category: String,
-    /// "glass", "patchcore", "classifier" (all defect types) or "unseen" (experiment 3).
-    pub role: String,
+    /// GLASS, the memory bank, a classifier on all defect types or one without the held-out type
+    /// (experiment 3).
+    pub role: Role,
     /// Display name, e.g. "GLASS (edge)" or "efficientnet_lite0".
     pub name: String,
     /// Run folder relative to the report.
@@ -358,7 +362,7 @@ fn ensure_glass(
     };
     tg::train(cfg.clone(), &topts)?;
     let name = format!("GLASS ({})", cfg.preset);
-    detector_result(opts, dir, "glass", name, state_before, |rd| {
+    detector_result(opts, dir, Role::Glass, name, state_before, |rd| {
         eval::glass::evaluate(rd, opts.device, opts.threads, opts.progress)
     })
 }
@@ -368,7 +372,7 @@ fn ensure_glass(
 fn detector_result(
     opts: &ExperimentOptions,
     dir: &Path,
-    role: &str,
+    role: Role,
     name: String,
     state_before: Option<TrainState>,
     evaluate: impl FnOnce(&RunDir) -> Result<Metrics>,
@@ -385,8 +389,8 @@ fn detector_result(
     let (checkpoint_bytes, parameters) = checkpoint_facts(&rd.best());
     Ok((
         RunResult {
-            category: metrics.category.clone(),
-            role: role.into(),
+            category: metrics.run.category.clone(),
+            role,
             name,
             dir: rel(opts, dir),
             metrics,
@@ -426,7 +430,7 @@ fn ensure_patchcore(
     };
     tp::train(cfg.clone(), &topts)?;
     let name = format!("PatchCore ({} features)", cfg.preset);
-    detector_result(opts, dir, "patchcore", name, state_before, |rd| {
+    detector_result(opts, dir, Role::Patchcore, name, state_before, |rd| {
         eval::patchcore::evaluate(rd, opts.device, opts.threads, opts.progress)
     })
 }
@@ -521,8 +525,8 @@ fn ensure_classifier(
     };
     Ok((
         RunResult {
-            category: metrics.category.clone(),
-            role: if train_defects.is_some() { "unseen" } else { "classifier" }.into(),
+            category: metrics.run.category.clone(),
+            role: if train_defects.is_some() { Role::Unseen } else { Role::Classifier },
             name,
             dir: rel(opts, dir),
             metrics,

@@ -20,9 +20,9 @@ use tch::{Device, Tensor};
 use crate::data::category::Category;
 use crate::data::loader;
 use crate::data::split::{Item, Label, Split};
-use crate::eval::metrics;
-use crate::train::glass::{self as tg, GlassRunConfig, TrainState};
-use crate::train::run::{self, RunDir};
+use crate::metrics;
+use crate::run::{self, RunDir};
+use crate::run::{GlassRunConfig, TrainState};
 use crate::{Error, Result};
 
 pub mod classifier;
@@ -132,19 +132,12 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
     run::set_threads(opts.threads);
     runtime::engine::set_threads(opts.threads.max(1));
     let rd = RunDir::open(&opts.run)?;
-    let probe: serde_json::Value = run::read_json(&rd.config())?;
+    let kind = run::config::run_kind(&rd.root)?;
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    let (man, valid) = match probe.get("model").and_then(|m| m.as_str()) {
-        Some("glass") => glass_bundle(opts, &rd)?,
-        Some("classifier") => classifier_bundle(opts, &rd)?,
-        Some("patchcore") => patchcore_bundle(opts, &rd)?,
-        Some(other) => {
-            return Err(Error::Config(format!(
-                "{}: unknown model `{other}` (expected glass, patchcore or classifier)",
-                rd.config().display()
-            )))
-        }
-        None => return Err(Error::Config(format!("{}: no `model` field", rd.config().display()))),
+    let (man, valid) = match kind {
+        ModelKind::Glass => glass_bundle(opts, &rd)?,
+        ModelKind::Classifier => classifier_bundle(opts, &rd)?,
+        ModelKind::Patchcore => patchcore_bundle(opts, &rd)?,
     };
     finish(opts, &rd, man, &valid)
 }
@@ -186,7 +179,7 @@ fn map_golden(
 fn glass_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec<Item>)> {
     let cfg: GlassRunConfig = run::read_json(&rd.config())?;
     let state: TrainState = run::read_json(&rd.state())?;
-    let glass_model = tg::load_model(&cfg, &rd.best(), Device::Cpu)?;
+    let glass_model = cfg.load_model(&rd.best(), Device::Cpu)?;
 
     // 1. fp32 graph.
     let model = glass::build(&glass_model)?;
@@ -253,10 +246,10 @@ fn glass_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec<Item
 /// provisional manifest with the bank's size and cost. The map spec's range is the run's validation
 /// distance range.
 fn patchcore_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec<Item>)> {
-    use crate::train::patchcore::{self as tp, PatchCoreRunConfig};
+    use crate::run::PatchCoreRunConfig;
     let cfg: PatchCoreRunConfig = run::read_json(&rd.config())?;
     let state: TrainState = run::read_json(&rd.state())?;
-    let pc_model = tp::load_model(&cfg, &rd.best(), Device::Cpu)?;
+    let pc_model = cfg.load_model(&rd.best(), Device::Cpu)?;
     let model = patchcore::build(&pc_model)?;
     onnx::write_model(&model, &opts.out.join(FP32_FILE))?;
 
@@ -327,10 +320,10 @@ fn patchcore_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec<
 /// `abnormal_prob`), int8 graph, provisional manifest. The threshold is chosen on the classifier
 /// split's validation part (the run's `train_defects` respected).
 fn classifier_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec<Item>)> {
-    use crate::train::classifier::{self as tc, ClassifierRunConfig};
+    use crate::run::ClassifierRunConfig;
     let cfg: ClassifierRunConfig = run::read_json(&rd.config())?;
     let state: TrainState = run::read_json(&rd.state())?;
-    let model = tc::load_model(&cfg, &rd.best(), Device::Cpu)?;
+    let model = cfg.load_model(&rd.best(), Device::Cpu)?;
     let graph = classifier::build(&model, cfg.classifier.image_size)?;
     onnx::write_model(&graph, &opts.out.join(FP32_FILE))?;
 

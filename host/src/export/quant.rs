@@ -23,7 +23,7 @@ use tract_onnx::pb;
 use super::onnx::{Attr, GraphBuilder};
 use crate::data::loader;
 use crate::data::split::Item;
-use crate::train::glass::GlassRunConfig;
+use crate::run::GlassRunConfig;
 use crate::{Error, Result};
 
 /// Weight-name prefixes (from [`super::glass`]) whose convs stay fp32.
@@ -146,7 +146,7 @@ pub fn quantize(
     let tmp = tempfile_path(tag);
     super::onnx::write_model(model, &tmp)?;
     let (w, h) = (pp.width as usize, pp.height as usize);
-    let pb_ = crate::train::run::progress_bar(calib.len(), "calibrate", progress);
+    let pb_ = crate::run::progress_bar(calib.len(), "calibrate", progress);
     let mut errs = Vec::new();
     let mut it = calib.iter().filter_map(|item| {
         let r =

@@ -333,6 +333,14 @@ pub fn rows(feat: &Tensor) -> Tensor {
     feat.permute([0, 2, 3, 1]).reshape([-1, d])
 }
 
+/// Maps a distance map to [0, 1] with the run's `map_range`.
+pub fn normalise_map(map: &mut [f32], range: [f32; 2]) {
+    let span = (range[1] - range[0]).max(f32::EPSILON);
+    for v in map {
+        *v = ((*v - range[0]) / span).clamp(0.0, 1.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,145 +18,17 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use shared::preprocess::{PreprocessConfig, ResizeMode};
+
 use tch::{Device, Kind, Tensor};
 
 use crate::data::category::Category;
 use crate::data::loader;
 use crate::data::split::{Label, Split};
-use crate::eval::metrics;
-use crate::models::classifier::{Arch, Classifier};
+use crate::metrics;
+use crate::models::classifier::{Classifier, ClassifierConfig};
+use crate::run::{self, ClassifierRunConfig, ComputeDevice, RunDir, TrainState};
 use crate::train::optim::{self, Adam, Decay};
-use crate::train::run::{self, DeviceChoice, RunDir, TrainState};
 use crate::{Error, Result};
-
-/// Hyper-parameters of a classifier run (`config.json` → `classifier`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClassifierConfig {
-    /// Architecture.
-    pub arch: Arch,
-    /// Square input size (multiple of 32).
-    pub image_size: i64,
-    /// Images per step.
-    pub batch_size: usize,
-    /// Peak learning rate of the head (group 0).
-    pub lr: f64,
-    /// Layer-wise LR decay factor per group.
-    pub layer_decay: f64,
-    /// AdamW weight decay.
-    pub weight_decay: f64,
-    /// Gradient-norm clip.
-    pub clip_norm: f64,
-    /// Random horizontal flips.
-    pub hflip: bool,
-    /// Epoch cap (`None`: until early stopping).
-    pub max_epochs: Option<usize>,
-    /// Epochs without a better validation AUROC before stopping.
-    pub patience: usize,
-    /// Grad-CAM layer used by `host eval` (one of the architecture's CAM layers).
-    pub cam_layer: String,
-    /// Split and training seed.
-    pub seed: u64,
-    /// Input normalisation mean.
-    pub mean: [f32; 3],
-    /// Input normalisation std.
-    pub std: [f32; 3],
-}
-
-impl ClassifierConfig {
-    /// Defaults per architecture: TinyViT at 512 px, head LR 2e-4 (Cream's custom-data advice: LLRD
-    /// 0.8); the Lite0 CNN with head LR 3e-4 and the same decay (1e-3 diverged on a synthetic category:
-    /// validation AUROC stuck at 0.5 from epoch 5). Batch 8 (2-core CPU).
-    pub fn for_arch(arch: Arch) -> Self {
-        let (mean, std) = arch.mean_std();
-        ClassifierConfig {
-            arch,
-            image_size: 512,
-            batch_size: 8,
-            lr: match arch {
-                Arch::TinyVit21m512 => 2e-4,
-                Arch::EfficientnetLite0 => 3e-4,
-            },
-            layer_decay: 0.8,
-            weight_decay: 0.05,
-            clip_norm: 5.0,
-            hflip: true,
-            max_epochs: None,
-            patience: 10,
-            cam_layer: arch.default_cam_layer().into(),
-            seed: 0,
-            mean,
-            std,
-        }
-    }
-
-    /// Checks values, naming the bad one.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.image_size <= 0 || self.image_size % 32 != 0 {
-            return Err(format!(
-                "image size {} must be a positive multiple of 32",
-                self.image_size
-            ));
-        }
-        if self.batch_size == 0 {
-            return Err("batch size must be at least 1".into());
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(format!("learning rate {} must be positive", self.lr));
-        }
-        if !(self.layer_decay > 0.0 && self.layer_decay <= 1.0) {
-            return Err(format!("layer decay {} must be in (0, 1]", self.layer_decay));
-        }
-        if self.patience == 0 {
-            return Err("patience must be at least 1".into());
-        }
-        if !self.arch.cam_layers().contains(&self.cam_layer.as_str()) {
-            return Err(format!(
-                "cam layer {:?} is not a layer of {} (choose one of: {})",
-                self.cam_layer,
-                self.arch,
-                self.arch.cam_layers().join(", ")
-            ));
-        }
-        Ok(())
-    }
-
-    /// The preprocessing contract (squash resize, the architecture's normalisation).
-    pub fn preprocess(&self) -> PreprocessConfig {
-        PreprocessConfig {
-            mean: self.mean,
-            std: self.std,
-            ..PreprocessConfig::imagenet(
-                self.image_size as u32,
-                self.image_size as u32,
-                ResizeMode::Squash,
-            )
-        }
-    }
-}
-
-/// `config.json` of a classifier run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClassifierRunConfig {
-    /// Always "classifier".
-    pub model: String,
-    /// Hyper-parameters.
-    pub classifier: ClassifierConfig,
-    /// Category folder.
-    pub data: PathBuf,
-    /// Category name.
-    pub category: String,
-    /// Split seed.
-    pub split_seed: u64,
-    /// Defect types allowed in train/valid (`None`: all).
-    pub train_defects: Option<Vec<String>>,
-    /// Defect types that were in training.
-    pub seen_defects: Vec<String>,
-    /// Pretrained weights used (`None`: random init).
-    pub weights: Option<PathBuf>,
-    /// The model input contract.
-    pub preprocess: PreprocessConfig,
-}
 
 /// Everything `host train classifier` needs besides the hyper-parameters.
 #[derive(Debug, Clone)]
@@ -166,7 +38,7 @@ pub struct ClassifierTrainOptions {
     /// Run directory.
     pub out: PathBuf,
     /// Where to compute.
-    pub device: DeviceChoice,
+    pub device: ComputeDevice,
     /// Pretrained checkpoint (safetensors, reference names); default: the architecture's ImageNet file
     /// when one exists here, else an error unless `allow_random` is set.
     pub weights: Option<PathBuf>,
@@ -202,17 +74,6 @@ pub struct ClassifierEpochLine {
     pub lr: f64,
     /// Seconds this epoch took.
     pub seconds: f64,
-}
-
-/// Loads a classifier run's model from `ckpt`.
-pub fn load_model(
-    cfg: &ClassifierRunConfig,
-    ckpt: &std::path::Path,
-    device: Device,
-) -> Result<Classifier> {
-    let mut c = Classifier::new(cfg.classifier.arch, device);
-    c.load(ckpt)?;
-    Ok(c)
 }
 
 /// Abnormal probabilities of preprocessed `[3,H,W]` images, in batches.
@@ -274,7 +135,7 @@ pub fn train(cfg: ClassifierConfig, opts: &ClassifierTrainOptions) -> Result<Tra
     seen.dedup();
     let pp = cfg.preprocess();
     let run_cfg = ClassifierRunConfig {
-        model: "classifier".into(),
+        model: shared::manifest::ModelKind::Classifier,
         classifier: cfg.clone(),
         data: opts.data.clone(),
         category: category.name.clone(),

@@ -32,14 +32,13 @@ use tch::{Device, Kind, Tensor};
 use crate::data::category::Category;
 use crate::data::loader;
 use crate::data::split::{Label, Split};
-use crate::eval::metrics;
+use crate::metrics;
 use crate::models::backbone;
-use crate::models::glass::distribution::{self, Judgement};
+use crate::models::glass::distribution;
 use crate::models::glass::textures::TextureSource;
 use crate::models::glass::{loss, perlin, Distribution, Glass, GlassConfig};
+use crate::run::{self, ComputeDevice, GlassRunConfig, RunDir, TrainState};
 use crate::train::optim::{self, Adam, Decay};
-pub use crate::train::run::TrainState;
-use crate::train::run::{self, DeviceChoice, RunDir};
 use crate::{Error, Result};
 
 /// Everything `host train glass` needs besides the hyper-parameters.
@@ -50,7 +49,7 @@ pub struct GlassTrainOptions {
     /// Run directory.
     pub out: PathBuf,
     /// Where to compute.
-    pub device: DeviceChoice,
+    pub device: ComputeDevice,
     /// Backbone safetensors; default `$GLASS_EDGE_WEIGHTS/<backbone>.safetensors`.
     pub backbone_weights: Option<PathBuf>,
     /// DTD-style texture folder; default procedural textures.
@@ -64,33 +63,6 @@ pub struct GlassTrainOptions {
     /// Stop after this many epochs in this call, unfinished (the next call resumes); `None`: run to the
     /// end.
     pub pause_after: Option<usize>,
-}
-
-/// The resolved configuration a GLASS run writes to `config.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GlassRunConfig {
-    /// Always "glass".
-    pub model: String,
-    /// Hyper-parameters.
-    pub glass: GlassConfig,
-    /// Category folder.
-    pub data: PathBuf,
-    /// Category name.
-    pub category: String,
-    /// Split seed (= `glass.seed`).
-    pub split_seed: u64,
-    /// Backbone weights used.
-    pub backbone_weights: PathBuf,
-    /// Texture folder, if any.
-    pub textures: Option<PathBuf>,
-    /// Foreground-mask folder, if any.
-    pub fg_masks: Option<PathBuf>,
-    /// Manifold or hypersphere, after `auto` was resolved.
-    pub distribution: Distribution,
-    /// The spectral judge's numbers when `auto` decided.
-    pub judgement: Option<Judgement>,
-    /// The model input contract (also the bundle manifest's `input`).
-    pub preprocess: PreprocessConfig,
 }
 
 /// One line of `epochs.jsonl`.
@@ -167,14 +139,6 @@ pub fn default_weights(kind: backbone::BackboneKind) -> Result<PathBuf> {
                 .into(),
         )
     })
-}
-
-/// A model ready for scoring: built, backbone loaded, trainable parts loaded from `ckpt`.
-pub fn load_model(cfg: &GlassRunConfig, ckpt: &Path, device: Device) -> Result<Glass> {
-    let mut g = Glass::new(cfg.glass.clone(), device)?;
-    g.load_backbone(&cfg.backbone_weights)?;
-    g.load(ckpt)?;
-    Ok(g)
 }
 
 /// Stacks `[3,H,W]` tensors into a batch on `device`.
@@ -287,7 +251,7 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
     };
     glass.cfg.feature_scale = cfg.feature_scale;
     let run_cfg = GlassRunConfig {
-        model: "glass".into(),
+        model: shared::manifest::ModelKind::Glass,
         glass: cfg.clone(),
         data: opts.data.clone(),
         category: category.name.clone(),
@@ -474,7 +438,7 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
                 for j in 0..nb {
                     let grid_v: Vec<f32> = Vec::<f32>::try_from(ps.get(j).reshape([-1]))?;
                     let map =
-                        crate::eval::glass::postprocess(&cfg, &grid_v, gw as usize, gh as usize)?;
+                        crate::models::glass::postprocess(&cfg, &grid_v, gw as usize, gh as usize)?;
                     let k = ci * cfg.batch_size + j as usize;
                     pixels.add(&map, &masks[k], su, su);
                 }

@@ -6,4 +6,3 @@ pub mod classifier;
 pub mod glass;
 pub mod optim;
 pub mod patchcore;
-pub mod run;

@@ -12,10 +12,11 @@ use tch::{Device, Kind, Tensor};
 use crate::data::category::Category;
 use crate::data::loader;
 use crate::data::split::{Item, Label, Split};
-use crate::eval::metrics;
-use crate::models::patchcore::{self as pc, PatchCore, PatchCoreConfig};
+use crate::metrics;
+use crate::models::patchcore::{self as pc, normalise_map, PatchCore, PatchCoreConfig};
+use crate::run::config::BankFacts;
+use crate::run::{self, ComputeDevice, PatchCoreRunConfig, RunDir, TrainState};
 use crate::train::glass::default_weights;
-use crate::train::run::{self, DeviceChoice, RunDir, TrainState};
 use crate::{Error, Result};
 
 /// Everything `host train patchcore` needs besides the settings.
@@ -26,56 +27,13 @@ pub struct PatchCoreTrainOptions {
     /// Run directory.
     pub out: PathBuf,
     /// Where to compute.
-    pub device: DeviceChoice,
+    pub device: ComputeDevice,
     /// Backbone safetensors; default `$GLASS_EDGE_WEIGHTS/<backbone>.safetensors`.
     pub backbone_weights: Option<PathBuf>,
     /// libtorch threads (0 = all cores).
     pub threads: usize,
     /// Show progress bars.
     pub progress: bool,
-}
-
-/// Size and cost of the memory bank (`config.json` `bank`; the manifest repeats them).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BankFacts {
-    /// Bank entries kept.
-    pub size: usize,
-    /// Training patches it was chosen from.
-    pub train_patches: usize,
-    /// Feature dims.
-    pub dims: i64,
-    /// Bank size at fp32, bytes.
-    pub bytes: usize,
-    /// Nearest-neighbour search per frame: 2 * dims * size * patches, GFLOP.
-    pub search_gflop: f64,
-    /// Seconds spent on backbone features of the training images.
-    pub feature_seconds: f64,
-    /// Seconds spent choosing the coreset.
-    pub coreset_seconds: f64,
-}
-
-/// The resolved configuration a PatchCore run writes to `config.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PatchCoreRunConfig {
-    /// Always "patchcore".
-    pub model: String,
-    /// Settings.
-    pub patchcore: PatchCoreConfig,
-    /// Category folder.
-    pub data: PathBuf,
-    /// Category name.
-    pub category: String,
-    /// Split seed (= `patchcore.seed`).
-    pub split_seed: u64,
-    /// Backbone weights used.
-    pub backbone_weights: PathBuf,
-    /// The model input contract (also the bundle manifest's `input`).
-    pub preprocess: PreprocessConfig,
-    /// The bank's size and cost.
-    pub bank: BankFacts,
-    /// Distances mapped to [0, 1] for pixel metrics, strips and the station's map (`lo`, `hi`): the
-    /// smallest and largest patch distance on the validation split.
-    pub map_range: [f32; 2],
 }
 
 /// One line of a PatchCore run's `epochs.jsonl` (a single "epoch": building the bank).
@@ -100,25 +58,6 @@ pub struct BankLine {
 /// The input contract of a PatchCore config (the GLASS one: square, squashed, its mean/std).
 pub fn preprocess_config(cfg: &PatchCoreConfig) -> PreprocessConfig {
     crate::train::glass::square_input(cfg.image_size, cfg.mean, cfg.std)
-}
-
-/// A model ready for scoring: backbone loaded, bank loaded from `ckpt`.
-pub fn load_model(
-    cfg: &PatchCoreRunConfig,
-    ckpt: &std::path::Path,
-    device: Device,
-) -> Result<PatchCore> {
-    let mut m = PatchCore::new(cfg.patchcore.clone(), &cfg.backbone_weights, device)?;
-    m.load(ckpt)?;
-    Ok(m)
-}
-
-/// Maps a distance map to [0, 1] with the run's `map_range`.
-pub fn normalise_map(map: &mut [f32], range: [f32; 2]) {
-    let span = (range[1] - range[0]).max(f32::EPSILON);
-    for v in map {
-        *v = ((*v - range[0]) / span).clamp(0.0, 1.0);
-    }
 }
 
 /// Builds the bank; returns the final state. A finished run with the same settings is left as is; a
@@ -252,7 +191,7 @@ pub fn train(cfg: PatchCoreConfig, opts: &PatchCoreTrainOptions) -> Result<Train
 
     // 4. Config, bank, log line, state (state last: it marks the run finished).
     let run_cfg = PatchCoreRunConfig {
-        model: "patchcore".into(),
+        model: shared::manifest::ModelKind::Patchcore,
         patchcore: cfg.clone(),
         data: opts.data.clone(),
         category: category.name.clone(),

@@ -1,7 +1,7 @@
 //! The conclusion builder: the findings judged from the tables, a difference counting only beyond
 //! the spread over seeds.
 use super::results::{
-    DetectionRow, ExplanationRow, Finding, MatchedRow, Results, Spread, UnseenRow,
+    DetectionRow, ExplanationRow, Finding, MatchedRow, Results, Role, Spread, UnseenRow, Verdict,
 };
 use super::rows::unique;
 use super::tables::{pct, pm};
@@ -33,17 +33,16 @@ pub fn compare(g: f64, g_sd: f64, c: f64, c_sd: f64) -> Cmp {
 /// "holds" when GLASS is ahead in all `total` comparisons, "does not hold" when it is behind in at
 /// least one and ahead in none, "inconclusive" when every comparison is within the spread, "mixed"
 /// otherwise.
-fn verdict(better: usize, worse: usize, total: usize) -> String {
+fn verdict(better: usize, worse: usize, total: usize) -> Verdict {
     if total > 0 && better == total {
-        "holds"
+        Verdict::Holds
     } else if total > 0 && better == 0 && worse > 0 {
-        "does not hold"
+        Verdict::DoesNotHold
     } else if better == 0 && worse == 0 {
-        "inconclusive" // also: nothing to compare
+        Verdict::Inconclusive // also: nothing to compare
     } else {
-        "mixed"
+        Verdict::Mixed
     }
-    .into()
 }
 
 /// Mean over rows of each row's sd of `field` (the spread of a per-category mean).
@@ -79,7 +78,7 @@ fn mean_of<T>(rows: &[&T], f: impl Fn(&T) -> f64) -> f64 {
 /// when GLASS is ahead in every comparison, does not hold when it is behind or level in all of them.
 pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
     let cats: Vec<&str> = r.categories.iter().map(|c| c.name.as_str()).collect();
-    let per_cat = |role: &str, model: Option<&str>| -> Vec<&DetectionRow> {
+    let per_cat = |role: Role, model: Option<&str>| -> Vec<&DetectionRow> {
         r.detection
             .iter()
             .filter(|d| {
@@ -87,7 +86,7 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
             })
             .collect()
     };
-    let glass = per_cat("glass", None);
+    let glass = per_cat(Role::Glass, None);
     let normals: Vec<String> =
         r.meta.train_normals.iter().map(|(c, n)| format!("{c} {n}")).collect();
     let mut out = Vec::new();
@@ -98,11 +97,11 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
     let classifiers = unique(
         r.detection
             .iter()
-            .filter(|d| d.role == "classifier")
+            .filter(|d| d.role == Role::Classifier)
             .map(|d| (d.model.clone(), String::new())),
     );
     for (model, _) in &classifiers {
-        let c = per_cat("classifier", Some(model));
+        let c = per_cat(Role::Classifier, Some(model));
         let (gf, cf) = (mean_of(&glass, |d| d.best_f1_test), mean_of(&c, |d| d.best_f1_test));
         let (gr, cr) = (mean_of(&glass, |d| d.recall), mean_of(&c, |d| d.recall));
         let (gfa, cfa) = (mean_of(&glass, |d| d.fpr), mean_of(&c, |d| d.fpr));
@@ -110,7 +109,7 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
         let m: Vec<&MatchedRow> = r
             .matched
             .iter()
-            .filter(|m| m.role == "glass" && m.classifier == *model && m.recall.is_finite())
+            .filter(|m| m.role == Role::Glass && m.classifier == *model && m.recall.is_finite())
             .collect();
         let matched = (m.len() == cats.len() && !m.is_empty()).then(|| {
             let mean = |f: fn(&MatchedRow) -> f64| mean_of(&m, f);
@@ -179,14 +178,14 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
     let ex = |pred: &dyn Fn(&ExplanationRow) -> bool| -> Vec<&ExplanationRow> {
         r.explanation.iter().filter(|e| e.category != "mean" && pred(e)).collect()
     };
-    let gmaps = ex(&|e| e.role == "glass");
+    let gmaps = ex(&|e| e.role == Role::Glass);
     let (gpx, gpro) = (mean_of(&gmaps, |e| e.pixel_auroc), mean_of(&gmaps, |e| e.aupro));
     let (mut better, mut worse) = (0, 0);
     let mut ev = Vec::new();
     let cams = unique(
         r.explanation
             .iter()
-            .filter(|e| e.role == "classifier")
+            .filter(|e| e.role == Role::Classifier)
             .map(|e| (e.heatmap.clone(), String::new())),
     );
     for (cam, _) in &cams {
@@ -294,7 +293,7 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
     });
 
     // 4. The training-free baseline on the same features, per category.
-    let pcs = per_cat("patchcore", None);
+    let pcs = per_cat(Role::Patchcore, None);
     if !pcs.is_empty() {
         let mut worse = 0;
         let mut ev = Vec::new();
@@ -334,11 +333,10 @@ pub(crate) fn conclude(r: &Results) -> Vec<Finding> {
                     .into(),
             // "At least as well": no category behind beyond the spread.
             verdict: match (n, worse) {
-                (0, _) => "inconclusive",
-                (_, 0) => "holds",
-                _ => "does not hold",
-            }
-            .into(),
+                (0, _) => Verdict::Inconclusive,
+                (_, 0) => Verdict::Holds,
+                _ => Verdict::DoesNotHold,
+            },
             evidence: if behind.is_empty() {
                 ev.join("; ") + "."
             } else {
@@ -368,10 +366,10 @@ mod tests {
 
     #[test]
     fn verdicts_follow_the_counts() {
-        assert_eq!(verdict(2, 0, 2), "holds");
-        assert_eq!(verdict(0, 1, 2), "does not hold");
-        assert_eq!(verdict(0, 0, 2), "inconclusive");
-        assert_eq!(verdict(1, 1, 2), "mixed");
-        assert_eq!(verdict(0, 0, 0), "inconclusive");
+        assert_eq!(verdict(2, 0, 2), Verdict::Holds);
+        assert_eq!(verdict(0, 1, 2), Verdict::DoesNotHold);
+        assert_eq!(verdict(0, 0, 2), Verdict::Inconclusive);
+        assert_eq!(verdict(1, 1, 2), Verdict::Mixed);
+        assert_eq!(verdict(0, 0, 0), Verdict::Inconclusive);
     }
 }

@@ -69,9 +69,9 @@ pub fn html_page(r: &Results) -> String {
         let _ = write!(
             s,
             "<div class=\"finding {}\"><span class=\"verdict\">Finding {}: {}</span><br>{}<br><small>{}</small></div>",
-            f.verdict.replace(' ', "-"),
+            f.verdict.as_str().replace(' ', "-"),
             f.id,
-            esc(&f.verdict),
+            esc(f.verdict.as_str()),
             esc(&f.claim),
             esc(&f.evidence)
         );

@@ -20,7 +20,8 @@ fn md_table(head: &[&str], rows: &[Vec<String>]) -> String {
 pub fn markdown_summary(r: &Results) -> String {
     let mut s = String::new();
     for f in &r.conclusion {
-        let _ = writeln!(s, "finding {} {}: {}", f.id, f.verdict.to_uppercase(), f.evidence);
+        let _ =
+            writeln!(s, "finding {} {}: {}", f.id, f.verdict.as_str().to_uppercase(), f.evidence);
     }
     s.push('\n');
     s.push_str(&md_table(&DETECTION_HEAD, &detection_cells(r)));

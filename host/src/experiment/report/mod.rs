@@ -7,7 +7,7 @@
 //! writes `index.html`.
 use std::path::Path;
 
-use crate::train::run;
+use crate::run;
 use crate::{Error, Result};
 
 mod conclusion;
@@ -23,8 +23,8 @@ pub use conclusion::{compare, Cmp};
 pub use html::html_page;
 pub use markdown::{markdown, markdown_summary};
 pub use results::{
-    CategoryResult, DetectionRow, ExplanationRow, Finding, MatchedRow, Meta, Results, Spread,
-    UnseenRow,
+    CategoryResult, DetectionRow, ExplanationRow, Finding, MatchedRow, Meta, Results, Role, Spread,
+    UnseenRow, Verdict,
 };
 pub use rows::recall_at_fpr;
 pub use tables::pct;

@@ -8,6 +8,78 @@ use super::machine::{cpu_model, libtorch_version, memory_gib};
 use crate::experiment::figures::CategoryFigures;
 use crate::experiment::{ExperimentOptions, RunResult};
 
+/// What a run is in the experiment (`results.json`'s `role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The GLASS anomaly detector (experiments 1 and 2).
+    Glass,
+    /// The memory-bank baseline (PatchCore) on the same features.
+    Patchcore,
+    /// A classifier trained on every defect type (experiments 1 and 2).
+    Classifier,
+    /// A classifier trained without the held-out defect type (experiment 3).
+    Unseen,
+}
+
+impl Role {
+    /// The JSON spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Glass => "glass",
+            Role::Patchcore => "patchcore",
+            Role::Classifier => "classifier",
+            Role::Unseen => "unseen",
+        }
+    }
+
+    /// GLASS or the memory bank: the anomaly detectors.
+    pub fn is_detector(self) -> bool {
+        matches!(self, Role::Glass | Role::Patchcore)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a finding came out, judged from the numbers (`results.json`'s `verdict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Verdict {
+    /// GLASS is ahead (or, for finding 4, not behind) in every comparison.
+    #[serde(rename = "holds")]
+    Holds,
+    /// GLASS is behind in at least one comparison and ahead in none.
+    #[serde(rename = "does not hold")]
+    DoesNotHold,
+    /// Ahead in some comparisons, behind in others.
+    #[serde(rename = "mixed")]
+    Mixed,
+    /// Every comparison is within the spread, or there was nothing to compare.
+    #[serde(rename = "inconclusive")]
+    Inconclusive,
+}
+
+impl Verdict {
+    /// The report's wording (also the JSON spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Holds => "holds",
+            Verdict::DoesNotHold => "does not hold",
+            Verdict::Mixed => "mixed",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where and how the experiment ran.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Meta {
@@ -86,8 +158,8 @@ pub struct DetectionRow {
     pub category: String,
     /// Model display name.
     pub model: String,
-    /// "glass", "patchcore" or "classifier".
-    pub role: String,
+    /// GLASS, the memory bank or a classifier.
+    pub role: Role,
     /// Oracle best F1 on test (as published).
     #[serde(deserialize_with = "f64_or_nan")]
     pub best_f1_test: f64,
@@ -126,8 +198,8 @@ pub struct ExplanationRow {
     pub category: String,
     /// Heat map name, e.g. "GLASS (edge) map" or "efficientnet_lite0 Grad-CAM".
     pub heatmap: String,
-    /// "glass", "patchcore" or "classifier".
-    pub role: String,
+    /// GLASS, the memory bank or a classifier.
+    pub role: Role,
     /// Pixel AUROC against the masks.
     #[serde(deserialize_with = "f64_or_nan")]
     pub pixel_auroc: f64,
@@ -148,8 +220,8 @@ pub struct MatchedRow {
     pub category: String,
     /// Detector display name.
     pub model: String,
-    /// "glass" or "patchcore".
-    pub role: String,
+    /// GLASS or the memory bank.
+    pub role: Role,
     /// Classifier display name.
     pub classifier: String,
     /// The classifier's false-alarm rate on good test parts at its validation threshold.
@@ -211,8 +283,8 @@ pub struct Finding {
     pub id: u8,
     /// The finding's claim.
     pub claim: String,
-    /// "holds", "does not hold" or "mixed".
-    pub verdict: String,
+    /// How the finding came out.
+    pub verdict: Verdict,
     /// The numbers behind the verdict.
     pub evidence: String,
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::conclusion::conclude;
 use super::machine::now_utc;
 use super::results::{
-    CategoryResult, DetectionRow, ExplanationRow, MatchedRow, Results, Spread, UnseenRow,
+    CategoryResult, DetectionRow, ExplanationRow, MatchedRow, Results, Role, Spread, UnseenRow,
 };
 use crate::eval::ScoresFile;
 use crate::experiment::{CategoryOutcome, PUBLISHED_BEST_F1};
@@ -44,19 +44,18 @@ impl Results {
         self.meta.exp3_defects.insert(name.into(), exp3.into());
         self.meta.train_normals.insert(name.into(), outcome.train_normals);
         let runs = &outcome.runs;
-        for r in runs.iter().filter(|r| r.role != "unseen") {
+        for r in runs.iter().filter(|r| r.role != Role::Unseen) {
             let m = &r.metrics;
-            let published = PUBLISHED_BEST_F1.iter().find(|p| p.0 == name).and_then(|p| {
-                match r.role.as_str() {
-                    "glass" => Some((p.1, "GLASS (published)".to_string())),
-                    "classifier" => Some((p.2, "TinyViT-21M-512 (published)".to_string())),
-                    _ => None,
-                }
-            });
+            let published =
+                PUBLISHED_BEST_F1.iter().find(|p| p.0 == name).and_then(|p| match r.role {
+                    Role::Glass => Some((p.1, "GLASS (published)".to_string())),
+                    Role::Classifier => Some((p.2, "TinyViT-21M-512 (published)".to_string())),
+                    Role::Patchcore | Role::Unseen => None,
+                });
             self.detection.push(DetectionRow {
                 category: name.into(),
                 model: r.name.clone(),
-                role: r.role.clone(),
+                role: r.role,
                 best_f1_test: m.best_f1_test,
                 accuracy: m.accuracy,
                 precision: m.precision,
@@ -68,7 +67,7 @@ impl Results {
                 published_model: published.map(|p| p.1),
                 spread: Spread::default(),
             });
-            let heatmap = if r.role == "classifier" {
+            let heatmap = if r.role == Role::Classifier {
                 format!("{} Grad-CAM", r.name)
             } else {
                 format!("{} map", r.name)
@@ -76,7 +75,7 @@ impl Results {
             self.explanation.push(ExplanationRow {
                 category: name.into(),
                 heatmap,
-                role: r.role.clone(),
+                role: r.role,
                 pixel_auroc: m.pixel_auroc.unwrap_or(f64::NAN),
                 aupro: m.aupro.unwrap_or(f64::NAN),
                 spread: Spread::default(),
@@ -85,7 +84,7 @@ impl Results {
                 self.explanation.push(ExplanationRow {
                     category: name.into(),
                     heatmap: format!("{} Grad-CAM++", r.name),
-                    role: r.role.clone(),
+                    role: r.role,
                     pixel_auroc: px.unwrap_or(f64::NAN),
                     aupro: pro.unwrap_or(f64::NAN),
                     spread: Spread::default(),
@@ -100,16 +99,14 @@ impl Results {
                 t.iter().filter(|r| r.abnormal).map(|r| r.score).collect(),
             )
         };
-        for c in runs.iter().filter(|r| r.role == "classifier") {
+        for c in runs.iter().filter(|r| r.role == Role::Classifier) {
             let c_fpr = false_alarm_rate(&c.metrics);
-            for (di, d) in
-                runs.iter().enumerate().filter(|(_, r)| r.role == "glass" || r.role == "patchcore")
-            {
+            for (di, d) in runs.iter().enumerate().filter(|(_, r)| r.role.is_detector()) {
                 let (d_normal, d_abnormal) = split_scores(di);
                 self.matched.push(MatchedRow {
                     category: name.into(),
                     model: d.name.clone(),
-                    role: d.role.clone(),
+                    role: d.role,
                     classifier: c.name.clone(),
                     classifier_fpr: c_fpr,
                     classifier_recall: c.metrics.recall,
@@ -119,21 +116,21 @@ impl Results {
             }
         }
         // Table 3: recall per defect type on the experiment-3 classifier's test images.
-        let glass_idx = runs.iter().position(|r| r.role == "glass");
+        let glass_idx = runs.iter().position(|r| r.role == Role::Glass);
         let glass_thr = glass_idx.map(|i| runs[i].metrics.threshold).unwrap_or(f32::INFINITY);
         let glass_scores: HashMap<&Path, f32> = glass_idx
             .map(|i| scores[i].test.iter().map(|r| (r.file.as_path(), r.score)).collect())
             .unwrap_or_default();
-        let pc_idx = runs.iter().position(|r| r.role == "patchcore");
+        let pc_idx = runs.iter().position(|r| r.role == Role::Patchcore);
         let pc_thr = pc_idx.map(|i| runs[i].metrics.threshold).unwrap_or(f32::INFINITY);
         let pc_scores: HashMap<&Path, f32> = pc_idx
             .map(|i| scores[i].test.iter().map(|r| (r.file.as_path(), r.score)).collect())
             .unwrap_or_default();
-        for (i, r) in runs.iter().enumerate().filter(|(_, r)| r.role == "unseen") {
-            let full = runs
-                .iter()
-                .position(|f| f.role == "classifier" && f.metrics.arch == r.metrics.arch);
-            let seen = r.metrics.seen_defects.clone().unwrap_or_default();
+        for (i, r) in runs.iter().enumerate().filter(|(_, r)| r.role == Role::Unseen) {
+            let full = runs.iter().position(|f| {
+                f.role == Role::Classifier && f.metrics.run.arch == r.metrics.run.arch
+            });
+            let seen = r.metrics.run.seen_defects.clone().unwrap_or_default();
             let c_fpr = Some(false_alarm_rate(&r.metrics)).filter(|f| f.is_finite());
             let g_normal: Vec<f32> = glass_idx.map(|g| split_scores(g).0).unwrap_or_default();
             // Per type: GLASS scores of its images.
@@ -192,7 +189,7 @@ impl Results {
         self.explanation.retain(|r| r.category != "mean");
         let n_cat = self.categories.len();
         if n_cat > 1 {
-            let models = unique(self.detection.iter().map(|r| (r.model.clone(), r.role.clone())));
+            let models = unique(self.detection.iter().map(|r| (r.model.clone(), r.role)));
             for (model, role) in models {
                 let rows: Vec<&DetectionRow> =
                     self.detection.iter().filter(|r| r.model == model).collect();
@@ -218,7 +215,7 @@ impl Results {
                     spread: Spread::default(),
                 });
             }
-            let maps = unique(self.explanation.iter().map(|r| (r.heatmap.clone(), r.role.clone())));
+            let maps = unique(self.explanation.iter().map(|r| (r.heatmap.clone(), r.role)));
             for (heatmap, role) in maps {
                 let rows: Vec<&ExplanationRow> =
                     self.explanation.iter().filter(|r| r.heatmap == heatmap).collect();
@@ -237,8 +234,8 @@ impl Results {
     }
 }
 
-pub(super) fn unique(it: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
+pub(super) fn unique<T: PartialEq>(it: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
     for x in it {
         if !out.contains(&x) {
             out.push(x);

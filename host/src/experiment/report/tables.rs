@@ -159,13 +159,13 @@ pub(super) fn runs_cells(r: &Results) -> Vec<Vec<String>> {
             rows.push(vec![
                 c.name.clone(),
                 run.name.clone(),
-                format!("{}/{}", m.best_epoch, m.epochs_trained),
-                format!("{:.0}", m.train_seconds),
+                format!("{}/{}", m.run.best_epoch, m.run.epochs_trained),
+                format!("{:.0}", m.run.train_seconds),
                 run.eval_seconds.map(|s| format!("{s:.0}")).unwrap_or_else(|| "reused".into()),
                 format!("{:.1}", run.parameters as f64 / 1e6),
                 format!("{:.1}", run.checkpoint_bytes as f64 / 1e6),
                 format!("{} + {}", m.n_test_normal, m.n_test_abnormal),
-                m.image_size.to_string(),
+                m.run.image_size.to_string(),
                 run.dir.clone(),
             ]);
         }

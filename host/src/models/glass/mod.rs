@@ -498,6 +498,19 @@ pub fn rows_to_map(rows: &Tensor, b: i64, h: i64, w: i64) -> Tensor {
     rows.view([b, h, w]).to_kind(Kind::Float)
 }
 
+/// The GLASS pixel map of one patch-score grid (`gw x gh`): bilinear upsample to the input size and
+/// Gaussian blur through `shared::preprocess::glass_postprocess`, the station's own code.
+pub fn postprocess(
+    cfg: &GlassConfig,
+    grid: &[f32],
+    gw: usize,
+    gh: usize,
+) -> crate::Result<Vec<f32>> {
+    let s = cfg.image_size as usize;
+    shared::preprocess::glass_postprocess(grid, gw, gh, s, s, cfg.blur_sigma)
+        .map_err(|e| crate::Error::Config(format!("map post-processing: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,8 @@
-//! The run directory shared by all trainers, and device selection.
+//! What every stage of a run shares: the run directory and its files, the training state kept across
+//! restarts, where libtorch computes ([`ComputeDevice`]; not the inspection station), progress bars,
+//! JSON I/O, and the run's configuration ([`RunConfig`], one record per model kind, in [`config`]).
+//!
+//! Train writes a run directory, eval and export read it; neither imports the other.
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -7,7 +11,11 @@ use tch::Device;
 
 use crate::{Error, Result};
 
-/// Where the trainer computes.
+pub mod config;
+pub use config::{ClassifierRunConfig, GlassRunConfig, Model, PatchCoreRunConfig, RunConfig};
+
+/// Where libtorch computes (training, evaluation): the workstation's CPU or GPU. `--device` on the
+/// command line.
 #[derive(
     Debug,
     Clone,
@@ -20,7 +28,7 @@ use crate::{Error, Result};
     serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
-pub enum DeviceChoice {
+pub enum ComputeDevice {
     /// CUDA when libtorch sees a GPU, else CPU.
     #[default]
     Auto,
@@ -30,14 +38,14 @@ pub enum DeviceChoice {
     Cuda,
 }
 
-impl DeviceChoice {
+impl ComputeDevice {
     /// Resolves to a tch device.
     pub fn resolve(self) -> Result<Device> {
         match self {
-            DeviceChoice::Auto => Ok(Device::cuda_if_available()),
-            DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-            DeviceChoice::Cuda => {
+            ComputeDevice::Auto => Ok(Device::cuda_if_available()),
+            ComputeDevice::Cpu => Ok(Device::Cpu),
+            ComputeDevice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+            ComputeDevice::Cuda => {
                 Err(Error::Config("--device cuda: libtorch sees no CUDA device".into()))
             }
         }

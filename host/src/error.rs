@@ -38,7 +38,7 @@ pub enum Error {
     /// A model bundle's manifest could not be written or read.
     #[error(transparent)]
     Manifest(#[from] shared::manifest::Error),
-    /// The device engine refused or failed on an exported bundle.
+    /// The `runtime` engine (the station's) refused or failed on an exported bundle.
     #[error(transparent)]
     Engine(#[from] runtime::engine::EngineError),
     /// JSON (de)serialisation failed.

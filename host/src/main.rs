@@ -1,10 +1,12 @@
-//! `host`: the workstation CLI of glass-edge: datasets, training, evaluation (export follows).
+//! `host`: the workstation CLI of glass-edge: datasets, training, evaluation, export, signing and the
+//! experiment. One file per subcommand under `cli/`.
 //!
 //! ```text
 //! cargo run -p host -- synth --out /tmp/d --category widget --kind object
 //! cargo run -p host -- data check --data /tmp/d/widget --json
 //! cargo run --release -p host -- train glass --data /tmp/d/widget --out runs/widget --preset edge
 //! cargo run --release -p host -- eval --run runs/widget
+//! cargo run --release -p host -- export --run runs/widget --out bundle --int8
 //! ```
 //! Logging goes to stderr and follows `RUST_LOG` (default `info`).
 use std::process::ExitCode;

@@ -2,7 +2,7 @@
 //! - the GLASS issue's acceptance: the `tiny` preset reaches a test image AUROC floor (trained for real
 //!   on EfficientNet-Lite0 ImageNet weights from scripts/setup, evaluated by `host eval`'s code);
 //! - the export issue's: the exported bundle (fp32 + int8) passes `onnx.checker`, and libtorch (golden
-//!   vectors), tract (the device engine) and onnxruntime agree; int8 keeps the verdicts (on the test
+//!   vectors), tract (the `runtime` engine the station runs) and onnxruntime agree; int8 keeps the verdicts (on the test
 //!   split) and the validation AUROC; damaged bundles give clear errors;
 //! - resume: a run paused after one epoch and resumed ends bit-identical to an uninterrupted one.
 //!

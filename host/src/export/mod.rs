@@ -8,7 +8,7 @@
 //!   `patch_scores`, `image_score`, `map`), which tie libtorch, tract and onnxruntime together in tests;
 //! - `manifest.json` (`shared::manifest`): input contract, threshold (best F1 on the validation split,
 //!   scored by the bundle's own fp32 model in tract), map spec, sha256 of each file, provenance, and
-//!   fp32/int8 validation AUROC and latency measured here with the device engine.
+//!   fp32/int8 validation AUROC and latency measured here with the `runtime` engine (the station's).
 use std::path::{Path, PathBuf};
 
 use shared::manifest::{

@@ -1,5 +1,5 @@
-//! Frozen ImageNet backbones that feed GLASS (and, later, the classifier): the feature maps at stride 8
-//! and stride 16 of an input `[B, 3, H, W]`.
+//! Frozen ImageNet backbones that feed GLASS, PatchCore and the Lite0 classifier: the feature maps at
+//! stride 8 and stride 16 of an input `[B, 3, H, W]`.
 //!
 //! | kind | stride 8 | stride 16 | input scaling |
 //! |---|---|---|---|

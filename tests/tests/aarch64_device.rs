@@ -9,7 +9,11 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
+/// `GLASS_EDGE_ARM_BIN` (scripts/test: its `ci-arm` profile build), else the release build.
 fn arm_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("GLASS_EDGE_ARM_BIN") {
+        return PathBuf::from(bin);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| e2e::workspace_root().join("target"));

@@ -442,14 +442,7 @@ fn check_input_shape(proto: &tract_onnx::pb::ModelProto, shape: &[usize; 4]) -> 
     Ok(())
 }
 
-/// Decodes an image file to RGB8 `(pixels, width, height)`; errors name the file.
-pub fn decode_file(path: &Path) -> Result<(Vec<u8>, usize, usize), String> {
-    let img =
-        image::open(path).map_err(|e| format!("{}: cannot decode image: {e}", path.display()))?;
-    let rgb = img.to_rgb8();
-    let (w, h) = rgb.dimensions();
-    Ok((rgb.into_raw(), w as usize, h as usize))
-}
+pub use crate::decode::decode_file;
 
 /// Running min/max of named tensors of an ONNX model over a set of inputs, for int8 calibration
 /// (`host export --int8`). `names` are ONNX tensor names; `inputs` yields preprocessed inputs of

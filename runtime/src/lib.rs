@@ -6,6 +6,7 @@
 //! [`overlay`] (a map blended over the image). No I/O links (serial, MQTT, GPIO, camera) live here:
 //! those are the station's, in `device`.
 
+pub mod decode;
 pub mod engine;
 pub mod inspect;
 pub mod overlay;

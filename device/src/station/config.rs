@@ -84,6 +84,10 @@ pub struct StationConfig {
     /// Outputs (each optional).
     #[serde(default)]
     pub outputs: OutputsConfig,
+    /// Decoder limits for every frame (`[limits]`: max_width, max_height, max_bytes, max_alloc);
+    /// a frame over a limit is a Fail (fault Decode) naming the limit.
+    #[serde(default)]
+    pub limits: runtime::decode::DecodeLimits,
 }
 
 fn one() -> usize {
@@ -119,6 +123,10 @@ pub enum SourceConfig {
         /// Process files already there at start-up (default true).
         #[serde(default = "yes")]
         existing: bool,
+        /// A new file is inspected once its size and modification time have not changed for this
+        /// long, milliseconds (a file still being copied in is not read half-written).
+        #[serde(default = "settle_default")]
+        settle_ms: u64,
     },
     /// A V4L2 camera.
     V4l(super::camera::CameraConfig),
@@ -126,6 +134,10 @@ pub enum SourceConfig {
 
 fn poll_default() -> u64 {
     200
+}
+
+fn settle_default() -> u64 {
+    50
 }
 
 fn yes() -> bool {

@@ -65,11 +65,10 @@ pub fn yuyv_to_rgb(
 
 /// MJPG frame -> RGB8 and its size.
 pub fn mjpg_to_rgb(src: &[u8]) -> Result<(Vec<u8>, usize, usize), String> {
-    let img = image::load_from_memory_with_format(src, image::ImageFormat::Jpeg)
-        .map_err(|e| format!("MJPG frame: {e}"))?
-        .to_rgb8();
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    Ok((img.into_raw(), w, h))
+    // Through the station's decoder limits (defaults): a corrupt or hostile JPEG header cannot ask for
+    // more memory than one bounded frame.
+    runtime::decode::decode_bytes(src, &runtime::decode::DecodeLimits::default())
+        .map_err(|e| format!("MJPG frame: {e}"))
 }
 
 /// Any supported frame -> RGB8 (`width`, `height`, `stride` from the driver; MJPG carries its own).

@@ -28,6 +28,7 @@ pub mod mqtt;
 pub mod pipeline;
 pub mod serial;
 pub mod source;
+pub mod state;
 pub mod trigger;
 
 pub use config::StationConfig;
@@ -189,12 +190,16 @@ fn apply(
     }
     match command {
         Command::SetThreshold(t) if t.is_finite() && t >= range[0] && t <= range[1] => {
-            *threshold = t;
+            // Saved (atomically) before it is applied: after a crash the station restarts with the
+            // threshold it last acknowledged, never one it did not.
             let saved = SavedThreshold { model_sha256: model_sha.to_string(), threshold: t };
-            match serde_json::to_string(&saved)
-                .map(|s| std::fs::write(threshold_file(&cfg.state_dir), s))
+            match serde_json::to_vec(&saved)
+                .map(|s| state::write_atomic(&threshold_file(&cfg.state_dir), &s))
             {
-                Ok(Ok(())) => AckCode::Ok,
+                Ok(Ok(())) => {
+                    *threshold = t;
+                    AckCode::Ok
+                }
                 _ => AckCode::Failed,
             }
         }
@@ -262,6 +267,7 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
     let mid = model_id(&engine);
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("creating state_dir {}", cfg.state_dir.display()))?;
+    state::clean_stale_tmp(&cfg.state_dir);
     let mut threshold = engine.threshold();
     if let Ok(text) = std::fs::read_to_string(threshold_file(&cfg.state_dir)) {
         match serde_json::from_str::<SavedThreshold>(&text) {
@@ -276,11 +282,13 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
         }
     }
     let station_id: StationId = StationId::try_from(cfg.station_id.as_str()).unwrap_or_default();
-    let inspector = pipeline::Inspector::new(engine, Duration::from_millis(cfg.inspect_window_ms));
+    let inspector =
+        pipeline::Inspector::new(engine, Duration::from_millis(cfg.inspect_window_ms), cfg.limits);
     let mut source = match &cfg.source {
-        SourceConfig::Folder { path, poll_ms, existing } => Source::Folder(
+        SourceConfig::Folder { path, poll_ms, existing, settle_ms } => Source::Folder(
             source::FolderSource::new(path, Duration::from_millis(*poll_ms), *existing)
-                .with_context(|| format!("source folder {}", path.display()))?,
+                .with_context(|| format!("source folder {}", path.display()))?
+                .with_limits(cfg.limits.max_bytes, Duration::from_millis(*settle_ms)),
         ),
         SourceConfig::V4l(c) => Source::Camera(camera::CameraSource::new(c.clone())),
     };
@@ -368,13 +376,7 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
             }
         }
         while let Some(c) = mqtt_out.as_ref().and_then(|m| m.try_command()) {
-            let command = match c.command.as_str() {
-                "set_threshold" => Some(Command::SetThreshold(c.value.unwrap_or(f32::NAN))),
-                "trigger" => Some(Command::Trigger),
-                "get_status" => Some(Command::GetStatus),
-                _ => None,
-            };
-            let code = match command {
+            let code = match c.to_command() {
                 Some(k) => apply(
                     k,
                     Trigger::Mqtt,

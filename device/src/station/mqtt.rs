@@ -21,6 +21,7 @@ use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS, Transport};
 use serde::{Deserialize, Serialize};
 
 use super::config::MqttConfig;
+use shared::wire::Command;
 
 /// A command received on `<prefix>/<station>/cmd`.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +34,19 @@ pub struct MqttCommand {
     /// The new threshold for "set_threshold".
     #[serde(default)]
     pub value: Option<f32>,
+}
+
+impl MqttCommand {
+    /// The wire command this names (`None` for an unknown name; a `set_threshold` without a value
+    /// carries NaN, which the station refuses as out of range).
+    pub fn to_command(&self) -> Option<Command> {
+        match self.command.as_str() {
+            "set_threshold" => Some(Command::SetThreshold(self.value.unwrap_or(f32::NAN))),
+            "trigger" => Some(Command::Trigger),
+            "get_status" => Some(Command::GetStatus),
+            _ => None,
+        }
+    }
 }
 
 /// The answer on `<prefix>/<station>/ack`.
@@ -66,11 +80,40 @@ struct Spool {
 impl Spool {
     fn open(dir: &Path, max: usize) -> std::io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
+        let stale = super::state::clean_stale_tmp(dir);
+        if stale > 0 {
+            eprintln!(
+                "outputs.mqtt: removed {stale} unfinished spool write(s) in {}",
+                dir.display()
+            );
+        }
         let mut old: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .collect();
         old.sort();
+        // An empty or unreadable entry is never published: it goes to `quarantine/`, counted.
+        let quarantine = dir.join("quarantine");
+        let mut bad = 0usize;
+        old.retain(|p| {
+            let ok = std::fs::read(p)
+                .ok()
+                .is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok());
+            if !ok {
+                bad += 1;
+                let _ = std::fs::create_dir_all(&quarantine);
+                if let Some(name) = p.file_name() {
+                    let _ = std::fs::rename(p, quarantine.join(name));
+                }
+            }
+            ok
+        });
+        if bad > 0 {
+            eprintln!(
+                "outputs.mqtt: {bad} empty or corrupt spool entr(ies) moved to {}",
+                quarantine.display()
+            );
+        }
         Ok(Spool {
             dir: dir.to_path_buf(),
             max: max.max(1),
@@ -82,9 +125,7 @@ impl Spool {
 
     fn push(&self, key: &str, payload: &[u8]) -> std::io::Result<()> {
         let path = self.dir.join(format!("{key}.json"));
-        let tmp = self.dir.join(format!("{key}.tmp"));
-        std::fs::write(&tmp, payload)?;
-        std::fs::rename(&tmp, &path)?;
+        super::state::write_atomic(&path, payload)?;
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         q.push_back(path);
         while q.len() > self.max {

@@ -8,6 +8,7 @@ use shared::wire::Fault;
 
 use super::source::FrameData;
 use crate::engine::Engine;
+use runtime::decode::{decode_bytes, DecodeLimits};
 
 /// What the station decided for one frame.
 #[derive(Debug, Clone)]
@@ -64,7 +65,7 @@ fn unit_range(mut map: Vec<f32>, (lo, hi): (f32, f32)) -> Vec<f32> {
 
 impl Inspector {
     /// Starts the worker thread that owns `engine`.
-    pub fn new(engine: Engine, window: Duration) -> Self {
+    pub fn new(engine: Engine, window: Duration, limits: DecodeLimits) -> Self {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (ans_tx, answers) = mpsc::channel::<Answer>();
         let map_size = engine
@@ -83,16 +84,12 @@ impl Inspector {
                 for job in job_rx {
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         let (rgb, w, h) = match job.data {
-                            FrameData::Rgb(rgb, w, h) => (rgb, w, h),
-                            FrameData::Encoded(bytes) => {
-                                let img = image::load_from_memory(&bytes)
-                                    .map_err(|e| {
-                                        (Fault::Decode, format!("decoding the frame: {e}"))
-                                    })?
-                                    .to_rgb8();
-                                let (w, h) = (img.width() as usize, img.height() as usize);
-                                (img.into_raw(), w, h)
+                            FrameData::Rgb(rgb, w, h) => {
+                                limits.check_size(w, h).map_err(|e| (Fault::Decode, e))?;
+                                (rgb, w, h)
                             }
+                            FrameData::Encoded(bytes) => decode_bytes(&bytes, &limits)
+                                .map_err(|e| (Fault::Decode, format!("decoding the frame: {e}")))?,
                         };
                         let inf = engine.infer_rgb(&rgb, w, h, true).map_err(|e| {
                             let f = match e {

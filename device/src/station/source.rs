@@ -1,8 +1,10 @@
 //! Frame sources. The folder source processes image files that appear in a directory, oldest name
-//! first, each once (replay, testing, and a station without a camera).
-use std::collections::HashSet;
+//! first, each once (replay, testing, and a station without a camera). A file is taken only once it
+//! has stopped changing (its size and modification time unchanged for `settle`), so a file still being
+//! copied in is not inspected half-written; a file over the byte limit is a Fail without being read.
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// A frame's pixels.
 pub enum FrameData {
@@ -25,6 +27,10 @@ pub struct FolderSource {
     dir: PathBuf,
     poll: Duration,
     seen: HashSet<PathBuf>,
+    /// New files still changing at the last look: their size and modification time then.
+    settling: HashMap<PathBuf, (u64, Option<SystemTime>)>,
+    settle: Duration,
+    max_bytes: u64,
 }
 
 const IMAGE_EXT: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "ppm"];
@@ -33,11 +39,42 @@ impl FolderSource {
     /// Watches `dir`; with `existing == false` the files already there are skipped.
     pub fn new(dir: &Path, poll: Duration, existing: bool) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let mut s = FolderSource { dir: dir.to_path_buf(), poll, seen: HashSet::new() };
+        let mut s = FolderSource {
+            dir: dir.to_path_buf(),
+            poll,
+            seen: HashSet::new(),
+            settling: HashMap::new(),
+            settle: Duration::from_millis(50),
+            max_bytes: u64::MAX,
+        };
         if !existing {
             s.seen = s.list()?.into_iter().collect();
         }
         Ok(s)
+    }
+
+    /// Files larger than `max_bytes` give a Fail without being read; a file is taken once its size and
+    /// modification time have not changed for `settle`.
+    pub fn with_limits(mut self, max_bytes: u64, settle: Duration) -> Self {
+        self.max_bytes = max_bytes;
+        self.settle = settle;
+        self
+    }
+
+    /// True when `p` has stopped changing: modified at least `settle` ago, or unchanged since the
+    /// previous look. Remembers what it saw.
+    fn settled(&mut self, p: &Path, len: u64, modified: Option<SystemTime>) -> bool {
+        let old = modified
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_some_and(|age| age >= self.settle);
+        let same = self.settling.get(p) == Some(&(len, modified));
+        if old || same {
+            self.settling.remove(p);
+            true
+        } else {
+            self.settling.insert(p.to_path_buf(), (len, modified));
+            false
+        }
     }
 
     fn list(&self) -> std::io::Result<Vec<PathBuf>> {
@@ -59,18 +96,39 @@ impl FolderSource {
         let end = std::time::Instant::now() + timeout;
         loop {
             if let Ok(files) = self.list() {
-                if let Some(p) = files.into_iter().find(|p| !self.seen.contains(p)) {
+                let new: Vec<PathBuf> =
+                    files.into_iter().filter(|p| !self.seen.contains(p)).collect();
+                for p in new {
+                    let meta = match std::fs::metadata(&p) {
+                        Ok(m) => m,
+                        Err(_) => continue, // gone again: not a frame
+                    };
+                    if !self.settled(&p, meta.len(), meta.modified().ok()) {
+                        continue;
+                    }
                     self.seen.insert(p.clone());
-                    let bytes = std::fs::read(&p)
-                        .map(FrameData::Encoded)
-                        .map_err(|e| format!("{}: {e}", p.display()));
+                    let bytes = if meta.len() > self.max_bytes {
+                        Err(format!(
+                            "{}: {} bytes exceeds the decode limit of {} bytes (limits.max_bytes)",
+                            p.display(),
+                            meta.len(),
+                            self.max_bytes
+                        ))
+                    } else {
+                        std::fs::read(&p)
+                            .map(FrameData::Encoded)
+                            .map_err(|e| format!("{}: {e}", p.display()))
+                    };
                     return Some(Frame { name: p.display().to_string(), bytes });
                 }
             }
-            if std::time::Instant::now() >= end {
+            let now = std::time::Instant::now();
+            if now >= end {
                 return None;
             }
-            std::thread::sleep(self.poll.min(end - std::time::Instant::now()));
+            let wait =
+                if self.settling.is_empty() { self.poll } else { self.poll.min(self.settle) };
+            std::thread::sleep(wait.min(end - now));
         }
     }
 }

@@ -27,6 +27,15 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The manifest's file name inside a bundle directory.
 pub const FILE_NAME: &str = "manifest.json";
 
+/// Largest model input or anomaly-map side a manifest may declare, pixels.
+pub const MAX_SIDE: u32 = 8192;
+/// Largest anomaly-map blur sigma a manifest may declare, pixels (GLASS uses 4).
+pub const MAX_BLUR_SIGMA: f32 = 64.0;
+/// Most outputs a manifest may declare.
+pub const MAX_OUTPUTS: usize = 16;
+/// Largest output dimension a manifest may declare.
+pub const MAX_DIM: i64 = 1 << 20;
+
 /// What kind of model the bundle holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -326,6 +335,19 @@ impl Manifest {
         if self.architecture.trim().is_empty() {
             return Err(invalid(path, "architecture", "empty"));
         }
+        // Upper bounds, checked before anything is sized from these numbers: a hostile or corrupt
+        // manifest must be refused, never turned into a huge allocation.
+        for (field, v) in [("input.width", self.input.width), ("input.height", self.input.height)] {
+            if v > MAX_SIDE {
+                return Err(invalid(path, field, "must be <= 8192"));
+            }
+        }
+        if self.input.resize_shorter.is_some_and(|v| v > 2 * MAX_SIDE) {
+            return Err(invalid(path, "input.resize_shorter", "must be <= 16384"));
+        }
+        if self.outputs.len() > MAX_OUTPUTS {
+            return Err(invalid(path, "outputs", "at most 16 outputs"));
+        }
         if let Err(e) = self.input.validate() {
             let (field, reason) = match e {
                 preprocess::Error::InvalidConfig { field, reason } => (field, reason),
@@ -358,8 +380,15 @@ impl Manifest {
                 if m.width == 0 || m.height == 0 {
                     return Err(invalid(path, "anomaly_map", "width and height must be > 0"));
                 }
-                if !(m.blur_sigma.is_finite() && m.blur_sigma >= 0.0) {
-                    return Err(invalid(path, "anomaly_map.blur_sigma", "must be finite and >= 0"));
+                if m.width > MAX_SIDE || m.height > MAX_SIDE {
+                    return Err(invalid(path, "anomaly_map", "width and height must be <= 8192"));
+                }
+                if !(m.blur_sigma.is_finite() && (0.0..=MAX_BLUR_SIGMA).contains(&m.blur_sigma)) {
+                    return Err(invalid(
+                        path,
+                        "anomaly_map.blur_sigma",
+                        "must be finite, >= 0 and <= 64 (pixels)",
+                    ));
                 }
                 if !(m.lo.is_finite() && m.hi.is_finite() && m.hi > m.lo) {
                     return Err(invalid(path, "anomaly_map", "needs finite lo < hi"));
@@ -370,6 +399,13 @@ impl Manifest {
         for (s, i) in self.outputs.iter().zip(0..) {
             if s.name.is_empty() {
                 return Err(invalid(path, &format!("outputs[{i}].name"), "empty"));
+            }
+            if s.shape.len() > 8 || s.shape.iter().any(|d| *d > MAX_DIM) {
+                return Err(invalid(
+                    path,
+                    &format!("outputs[{i}].shape"),
+                    "at most 8 dimensions, each <= 1048576",
+                ));
             }
             if s.shape.iter().any(|d| *d == 0 || *d < -1) {
                 return Err(invalid(

@@ -107,7 +107,7 @@ pub fn decode_file(path: &Path) -> Result<(Vec<u8>, usize, usize), String> {
 mod tests {
     use super::*;
 
-    /// A PNG whose header claims `w x h` (the pixel data is never reached).
+    /// A PNG whose header claims `w x h`, with an empty IDAT (the pixel data is never reached).
     fn png_header(w: u32, h: u32) -> Vec<u8> {
         let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
         let mut ihdr = b"IHDR".to_vec();
@@ -117,6 +117,9 @@ mod tests {
         v.extend(13u32.to_be_bytes());
         v.extend(&ihdr);
         v.extend(crc32(&ihdr).to_be_bytes());
+        v.extend(0u32.to_be_bytes());
+        v.extend(b"IDAT");
+        v.extend(crc32(b"IDAT").to_be_bytes());
         v
     }
 

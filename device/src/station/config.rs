@@ -286,6 +286,13 @@ pub struct MqttConfig {
     /// PEM CA certificate(s) that sign the broker's certificate.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mutual TLS, with `client_key`: the broker can then tell this
+    /// station from any other client (mosquitto `require_certificate`, `use_identity_as_username`).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// Keep-alive, seconds (>= 5).
     #[serde(default = "mqtt_keepalive")]
     pub keepalive_s: u64,
@@ -402,6 +409,15 @@ impl StationConfig {
             if m.tls && m.ca_file.is_none() {
                 return Err(bad("outputs.mqtt.ca_file", "needed when tls = true".into()));
             }
+            if m.client_cert.is_some() != m.client_key.is_some() {
+                return Err(bad(
+                    "outputs.mqtt.client_key",
+                    "client_cert and client_key go together".into(),
+                ));
+            }
+            if m.client_cert.is_some() && !m.tls {
+                return Err(bad("outputs.mqtt.client_cert", "needs tls = true".into()));
+            }
             if m.username.is_some() != m.password.is_some() {
                 return Err(bad(
                     "outputs.mqtt.password",
@@ -433,7 +449,7 @@ impl StationConfig {
             fix(&mut d.dir);
         }
         if let Some(m) = &mut c.outputs.mqtt {
-            if let Some(f) = &mut m.ca_file {
+            for f in [&mut m.ca_file, &mut m.client_cert, &mut m.client_key].into_iter().flatten() {
                 fix(f);
             }
         }

@@ -186,12 +186,29 @@ impl MqttOutput {
         if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
             opts.set_credentials(u.clone(), p.clone());
         }
+        let read = |f: &PathBuf| std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()));
         if cfg.tls {
             let ca = match &cfg.ca_file {
-                Some(f) => std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?,
+                Some(f) => read(f)?,
                 None => return Err("outputs.mqtt.tls needs ca_file".into()),
             };
-            opts.set_transport(Transport::tls(ca, None, None));
+            let client_auth = match (&cfg.client_cert, &cfg.client_key) {
+                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                (None, None) => None,
+                _ => return Err("outputs.mqtt: client_cert and client_key go together".into()),
+            };
+            opts.set_transport(Transport::tls(ca, client_auth, None));
+        } else {
+            // Said once at start, where an integrator reads the log: the link is readable and
+            // writable by anyone on the network path.
+            eprintln!(
+                "warning: outputs.mqtt talks plaintext to {}:{}: results, credentials and commands \
+                 travel unencrypted; set tls = true with ca_file (and client_cert / client_key)",
+                cfg.host, cfg.port
+            );
+            if cfg.client_cert.is_some() || cfg.client_key.is_some() {
+                return Err("outputs.mqtt: client_cert / client_key need tls = true".into());
+            }
         }
         let (client, mut connection) = Client::new(opts, 64);
         let spool = Arc::new(

@@ -25,6 +25,7 @@ pub mod disk;
 pub mod frame;
 pub mod gpio;
 pub mod mqtt;
+pub mod notify;
 pub mod pipeline;
 pub mod serial;
 pub mod source;
@@ -350,7 +351,10 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
         counters: *counters,
         last_fault,
     };
+    notify::ready(&format!("inspecting with {}", cfg.model.display()));
+    let mut watchdog = notify::Watchdog::from_env();
     while !stop.load(Ordering::Relaxed) {
+        watchdog.ping();
         if cfg.max_frames.is_some_and(|m| u64::from(counters.frames) >= m) {
             break;
         }
@@ -531,6 +535,7 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
             }
         }
     }
+    notify::stopping();
     if let Some(g) = gpio.as_mut() {
         let _ = g.stop();
     }

@@ -67,7 +67,7 @@ fn unit_file_passes_systemd_analyze_verify() {
     // verify checks that ExecStart's program exists: point it at the binary just built.
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("glass-edge.service");
-    let text = text.replace("/usr/local/bin/glass-edge-device", env!("CARGO_BIN_EXE_device"));
+    let text = text.replace("/usr/bin/glass-edge-device", env!("CARGO_BIN_EXE_device"));
     assert!(text.contains("Type=notify") && text.contains("WatchdogSec="));
     assert!(text.contains("User=glass-edge") && text.contains("NoNewPrivileges=yes"));
     assert!(text.contains("ProtectSystem=strict") && text.contains("StateDirectory=glass-edge"));

@@ -61,20 +61,23 @@ pub fn decode_bytes(
             limits.max_bytes
         ));
     }
-    let reader = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read the image: {e}"))?;
-    let (w, h) = reader.into_dimensions().map_err(|e| format!("cannot decode the image: {e}"))?;
-    limits.check_size(w as usize, h as usize)?;
+    // One pass over the header: the size is checked (with a message naming the limit) before any
+    // pixel buffer exists, then the decoder gets the allocation budget too.
     let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("cannot read the image: {e}"))?;
+    reader.no_limits();
+    let mut decoder = reader.into_decoder().map_err(|e| format!("cannot decode the image: {e}"))?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    limits.check_size(w as usize, h as usize)?;
     let mut l = image::Limits::default();
     l.max_image_width = Some(limits.max_width);
     l.max_image_height = Some(limits.max_height);
     l.max_alloc = Some(limits.max_alloc);
-    reader.limits(l);
-    let img = reader.decode().map_err(|e| format!("cannot decode the image: {e}"))?;
+    image::ImageDecoder::set_limits(&mut decoder, l)
+        .map_err(|e| format!("cannot decode the image: {e} (limits.max_alloc)"))?;
+    let img = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| format!("cannot decode the image: {e}"))?;
     // The RGB8 copy is bounded by the size check above (3 bytes per pixel).
     let rgb = img.into_rgb8();
     let (w, h) = rgb.dimensions();

@@ -5,12 +5,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod common;
+use common::demo;
+
 /// Peak RSS the station may reach on hostile input, bytes.
 const RSS_LIMIT: u64 = 300 << 20;
-
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
-}
 
 fn first_sample() -> PathBuf {
     let mut v: Vec<PathBuf> = std::fs::read_dir(demo().join("samples"))

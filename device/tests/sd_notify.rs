@@ -3,13 +3,12 @@
 //! WATCHDOG=1 pings from its loop, and STOPPING=1 on its way out; the unit file itself passes
 //! `systemd-analyze verify` where that tool exists.
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
-}
+mod common;
+use common::demo;
 
 #[test]
 fn station_reports_ready_watchdog_and_stopping() {

@@ -5,40 +5,18 @@
 //! the broker replays at every reconnect) is ignored, a threshold outside the bundle's range is
 //! refused, a command the link does not enable is answered `unsupported`.
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Child;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use device::station::{self, StationConfig};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn start_broker(conf: &Path, port: u16) -> anyhow::Result<Child> {
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(conf)
-        .spawn()
-        .context("starting mosquitto (scripts/setup installs it)")?;
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(child);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("mosquitto did not listen on {port}")
-}
+mod common;
+use common::{demo, free_port, start_broker};
 
 fn stop_broker(mut child: Child) -> anyhow::Result<()> {
     // SIGTERM: mosquitto writes its persistence file (the subscriber's session) and exits.

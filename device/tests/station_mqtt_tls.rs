@@ -5,20 +5,18 @@
 //! allow to command is never applied; a retained `set_threshold 1e30` is ignored; an out-of-range value
 //! from the line controller is refused with its Ack code (and an in-range one applied).
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use device::station::{self, StationConfig};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS, Transport};
 
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
-}
+mod common;
+use common::{demo, free_port, start_broker};
 
 fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("openssl")
@@ -54,26 +52,6 @@ fn make_pki(dir: &Path, clients: &[&str]) -> anyhow::Result<()> {
         openssl(dir, &sign)?;
     }
     Ok(())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn start_broker(conf: &Path, port: u16) -> anyhow::Result<Child> {
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(conf)
-        .spawn()
-        .context("starting mosquitto (scripts/setup installs it)")?;
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(child);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("mosquitto did not listen on {port}")
 }
 
 type Messages = mpsc::Receiver<(String, Vec<u8>)>;

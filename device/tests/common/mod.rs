@@ -1,0 +1,36 @@
+//! Shared by the station's integration tests: the demo bundle and a `mosquitto` on a free local port.
+// Each test crate uses a subset of these.
+#![allow(dead_code)]
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// `models/demo`.
+pub fn demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts `mosquitto -c conf` and waits (10 s at most) until it listens on `port`.
+pub fn start_broker(conf: &Path, port: u16) -> anyhow::Result<Child> {
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(conf)
+        .spawn()
+        .context("starting mosquitto (scripts/setup installs it)")?;
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("mosquitto did not listen on {port}")
+}

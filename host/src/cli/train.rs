@@ -228,6 +228,17 @@ pub struct TrainGlassArgs {
     /// (0 = keep the backbone's scale; the paper preset's default). GAS noise and radii are absolute.
     #[arg(long)]
     pub feature_std: Option<f64>,
+    /// Share of patch positions per iteration that enter the discriminator (LAS positions are always
+    /// kept; paper 1.0, edge 0.25).
+    #[arg(long)]
+    pub patch_fraction: Option<f64>,
+    /// Dims each backbone level contributes to a patch feature, `STRIDE8,STRIDE16` (each must divide
+    /// its level's channels x 9; edge 40,112).
+    #[arg(long, value_parser = parse_dims)]
+    pub embed_dims: Option<[i64; 2]>,
+    /// Gaussian blur of the anomaly map in pixels of the input image (edge 4).
+    #[arg(long)]
+    pub blur_sigma: Option<f32>,
     /// DTD-style folder of texture images for Local Anomaly Synthesis (default: procedural textures).
     #[arg(long)]
     pub textures: Option<PathBuf>,
@@ -241,6 +252,16 @@ pub struct TrainGlassArgs {
     /// libtorch threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+}
+
+/// Parses `A,B` into the two per-level dims of `--embed-dims`.
+fn parse_dims(s: &str) -> Result<[i64; 2], String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [a, b] = parts.as_slice() else {
+        return Err(format!("expected two numbers `STRIDE8,STRIDE16`, got `{s}`"));
+    };
+    let num = |t: &str| t.parse::<i64>().map_err(|e| format!("`{t}` in `{s}`: {e}"));
+    Ok([num(a)?, num(b)?])
 }
 
 /// Runs `host train ...`.
@@ -287,6 +308,15 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
             }
             if let Some(v) = a.feature_std {
                 cfg.feature_std = (v > 0.0).then_some(v);
+            }
+            if let Some(v) = a.patch_fraction {
+                cfg.patch_fraction = v;
+            }
+            if let Some(v) = a.embed_dims {
+                cfg.embed_dims = v;
+            }
+            if let Some(v) = a.blur_sigma {
+                cfg.blur_sigma = v;
             }
             cfg.seed = a.seed;
             if let Err(e) = cfg.validate() {

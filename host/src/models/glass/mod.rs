@@ -354,6 +354,10 @@ impl GlassConfig {
         if self.truncate_every == 0 {
             return Err("truncate_every must be at least 1".into());
         }
+        aggregator::check_dims(self.backbone.channels(), self.embed_dims)?;
+        if !(self.blur_sigma.is_finite() && self.blur_sigma >= 0.0) {
+            return Err(format!("map blur sigma {} must be >= 0", self.blur_sigma));
+        }
         if self.std.iter().any(|s| *s <= 0.0) {
             return Err("std must be positive".into());
         }

@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 
 #[test]
 fn cam_maps_match_the_grad_cam_package() -> Result<()> {
-    tch::set_num_threads(1);
+    host::run::set_threads(1);
     let dir = common::generate(
         "make_gradcam_reference.py",
         "gradcam",

@@ -137,8 +137,8 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
 /// Sets libtorch's intra-op threads: `0` = all cores.
 ///
 /// Only when the count changes: libtorch's `set_num_threads` also rebuilds its shared worker pool, and
-/// doing that while another thread of the process is inside a convolution is a use-after-free (it
-/// crashed a test binary whose tests train in parallel, each setting the same count).
+/// doing that while another thread of the process is inside a convolution can free the pool under it
+/// (the suspected cause of a rare crash of a test binary whose tests train in parallel).
 pub fn set_threads(n: usize) {
     let n =
         if n == 0 { std::thread::available_parallelism().map(|v| v.get()).unwrap_or(1) } else { n };

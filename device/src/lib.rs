@@ -6,6 +6,6 @@
 
 // The engine, one-image inspection and overlays live in the `runtime` crate (shared with the host
 // trainer); re-exported so `device::engine` etc. stay the station's paths.
-pub use runtime::{engine, inspect, overlay};
+pub use runtime::{engine, golden, inspect, overlay};
 pub mod selftest;
 pub mod station;

@@ -91,8 +91,6 @@ enum Cmd {
 fn load_engine(a: &ModelArgs) -> Result<Engine> {
     let model = &a.model;
     let trusted = engine::read_trusted_keys(&a.trusted_keys).context("reading --trusted-key")?;
-    engine::verify_bundle(model, &trusted)
-        .with_context(|| format!("refusing bundle {}", model.display()))?;
     engine::set_threads(a.threads);
     let precision = if a.int8 {
         Precision::Int8
@@ -101,9 +99,17 @@ fn load_engine(a: &ModelArgs) -> Result<Engine> {
     } else {
         engine::preferred_precision(model)
     };
-    Engine::load(model, precision).with_context(|| {
-        format!("loading the {} model of bundle {}", precision.name(), model.display())
-    })
+    // Signature, hashes, graph contract and the golden self-test, from bytes read once.
+    let engine = Engine::load_trusted(model, precision, &trusted).with_context(|| {
+        format!("refusing bundle {} ({} model)", model.display(), precision.name())
+    })?;
+    if let Some(t) = engine.self_test() {
+        eprintln!(
+            "self-test: {} golden image(s), largest difference {:.2e} (tolerance {:.2e})",
+            t.images, t.max_difference, t.tolerance
+        );
+    }
+    Ok(engine)
 }
 
 fn main() -> Result<ExitCode> {

@@ -215,3 +215,82 @@ fn device_run_exits_cleanly_on_sigterm() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("stopped after 1 frames"), "{err}");
 }
+
+/// The self-test at load (README.md, "Loading a bundle"): the demo bundle passes it for both
+/// model files and says so; a `golden.npz` replaced without updating the manifest is refused for its
+/// hash; one whose image scores are those of another model (moved by 0.5), re-hashed in the manifest
+/// the way an export would write it, is refused by the self-test, naming golden.npz and the
+/// difference. Both exit 2 and inspect nothing.
+#[test]
+fn golden_self_test_at_load_refuses_a_bundle_whose_outputs_differ() {
+    use device::golden::{read_npz, write_npz, Array};
+    let img = samples().remove(0);
+    for precision in ["--fp32", "--int8"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_device"))
+            .args(["inspect", precision, "--model"])
+            .arg(demo())
+            .arg(&img)
+            .output()
+            .expect("running the device binary");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(matches!(out.status.code(), Some(0) | Some(1)), "{precision}: {err}");
+        assert!(err.contains("self-test: 2 golden image(s)"), "{precision}: {err}");
+    }
+    let refused = |bundle: &Path, why: &[&str]| {
+        let out = inspect(bundle, std::slice::from_ref(&img));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        for w in why {
+            assert!(err.contains(w), "expected {w:?} in: {err}");
+        }
+        assert!(out.stdout.is_empty(), "a refused bundle inspected something");
+    };
+
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad");
+    copy_bundle(&bad);
+    let mut arrays = read_npz(&std::fs::read(bad.join("golden.npz")).unwrap()).unwrap();
+    for v in &mut arrays.get_mut("image_score").expect("image_score").data {
+        *v += 0.5;
+    }
+    let list: Vec<(&str, &Array)> = arrays.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let bytes = write_npz(&list).unwrap();
+    std::fs::write(bad.join("golden.npz"), &bytes).unwrap();
+    refused(&bad, &["golden.npz", "sha256 mismatch"]);
+
+    let mpath = bad.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+    m["files"]["golden"]["sha256"] = shared::manifest::sha256_bytes(&bytes).into();
+    std::fs::write(&mpath, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    refused(
+        &bad,
+        &["golden.npz", "self-test failed", "differ from the golden outputs by up to 5.0"],
+    );
+}
+
+/// The graph's outputs are checked against the manifest at load: a manifest whose `outputs` name
+/// another tensor, or give the patch grid another size, is refused (exit 2) naming the mismatch,
+/// before any frame is run.
+#[test]
+fn outputs_that_differ_from_the_manifest_refuse_the_bundle() {
+    let img = samples().remove(0);
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, edit, why) in [
+        ("renamed", ("name", serde_json::json!("scores")), "manifest.json `outputs` lists"),
+        ("resized", ("shape", serde_json::json!([-1, 21, 20])), "manifest.json says [-1, 21, 20]"),
+    ] {
+        let b = tmp.path().join(name);
+        copy_bundle(&b);
+        let mpath = b.join("manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+        m["outputs"][0][edit.0] = edit.1;
+        std::fs::write(&mpath, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+        let out = inspect(&b, std::slice::from_ref(&img));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains("model_fp32.onnx") && err.contains(why), "{name}: {err}");
+        assert!(out.stdout.is_empty(), "{name}: a refused bundle inspected something");
+    }
+}

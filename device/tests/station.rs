@@ -113,7 +113,7 @@ fn serial_requests_over_a_pty() -> anyhow::Result<()> {
     // Garbage, requests, more garbage and a corrupt frame. Line noise ends with a delimiter (a sender
     // starts each frame with 0x00 so that the receiver resynchronises after noise).
     let mut out = vec![0x13, 0x37, 0x00, 0xff, 0xfe, 0x00];
-    out.extend(frame(1, Command::SetThreshold(0.05))?);
+    out.extend(frame(1, Command::SetThreshold(0.5))?);
     out.extend([0x55; 9]);
     out.push(0x00);
     out.extend(frame(2, Command::SetThreshold(f32::NAN))?);
@@ -138,7 +138,7 @@ fn serial_requests_over_a_pty() -> anyhow::Result<()> {
             Ok(Message::Inspection(r)) => results.push(r),
             Ok(Message::Status(s)) => {
                 statuses += 1;
-                assert_eq!(s.threshold, 0.05);
+                assert_eq!(s.threshold, 0.5);
             }
             _ => {}
         }
@@ -159,15 +159,15 @@ fn serial_requests_over_a_pty() -> anyhow::Result<()> {
     assert_eq!(results.len(), 2, "one result per trigger");
     assert_eq!(summary.counters.frames, 2);
     for r in &results {
-        assert_eq!(r.threshold, 0.05);
+        assert_eq!(r.threshold, 0.5);
         assert_eq!(r.station_id.as_str(), "test-1");
-        // Every demo score is far above 0.05: both parts fail at the new threshold.
+        // Every demo sample scores above 0.5 (the lowest, good_000, 0.518): both parts fail at the new threshold.
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
         assert!(r.anomaly_map.is_some());
     }
     let saved =
         std::fs::read_to_string(state.join("threshold.json")).context("persisted threshold")?;
-    assert!(saved.contains("0.05"), "{saved}");
+    assert!(saved.contains("0.5"), "{saved}");
     // A restart with the same state_dir and model keeps the threshold.
     std::fs::copy(sample("good_001.png"), inbox.join("3.png"))?;
     let again = config(
@@ -176,7 +176,7 @@ fn serial_requests_over_a_pty() -> anyhow::Result<()> {
          [outputs]\nstdout = false\n",
     )?;
     let s2 = station::run(&again, &AtomicBool::new(false))?;
-    assert_eq!(s2.threshold, 0.05, "threshold after restart");
+    assert_eq!(s2.threshold, 0.5, "threshold after restart");
     Ok(())
 }
 

@@ -1,8 +1,10 @@
 //! The inference engine: the only module that touches tract's API.
 //!
-//! [`Engine::load`] reads a model bundle (`manifest.json` + ONNX files), checks the schema and every
-//! file's sha256, pins the input shape to `1 x C x H x W` from the manifest's preprocessing contract,
-//! optimises the graph and makes it runnable. [`Engine::infer_rgb`] runs one decoded RGB frame through
+//! [`Engine::load_trusted`] reads a model bundle (`manifest.json` + one ONNX file, each read once:
+//! signature, schema and sha256 are checked on the bytes that are then parsed), pins the input shape to
+//! `1 x C x H x W` from the manifest's preprocessing contract, checks the outputs against the manifest,
+//! optimises the graph, makes it runnable and runs the golden self-test ([`crate::golden`]; README.md,
+//! "Loading a bundle"). [`Engine::infer_rgb`] runs one decoded RGB frame through
 //! `shared::preprocess` (the same code the host trains and evaluates with), the network and, for GLASS,
 //! `shared::preprocess::glass_postprocess` (bilinear upsample + Gaussian blur), and returns the score,
 //! the anomaly map and the verdict.
@@ -15,6 +17,12 @@ use std::time::Instant;
 use shared::manifest::{self, Manifest, ModelKind};
 use shared::preprocess::{self, ImageView, Preprocessor};
 use tract_onnx::prelude::*;
+
+use crate::contract::{
+    check_input_shape, check_output_names, check_output_shapes, read_limited, read_verified,
+    MAX_GOLDEN_BYTES, MAX_MANIFEST_BYTES, MAX_MODEL_BYTES,
+};
+use crate::golden::{Golden, SelfTest};
 
 /// fp32 or int8 model file of a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +81,30 @@ pub enum EngineError {
     /// Inference failed at run time.
     #[error("inference: {0}")]
     Run(String),
+    /// `golden.npz` cannot be read.
+    #[error("{path}: {msg}")]
+    Golden {
+        /// The golden file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The self-test at load failed: the model's outputs on the golden inputs differ from
+    /// libtorch's by more than the manifest allows.
+    #[error(
+        "{path}: self-test failed: the {precision} model's outputs differ from the golden outputs by \
+         up to {max_difference:.3e} (manifest tolerance {tolerance:.3e}); the bundle is refused"
+    )]
+    SelfTest {
+        /// The golden file.
+        path: PathBuf,
+        /// "fp32" or "int8".
+        precision: &'static str,
+        /// Largest absolute difference measured.
+        max_difference: f32,
+        /// The manifest's tolerance.
+        tolerance: f32,
+    },
 }
 
 /// One inference.
@@ -127,6 +159,8 @@ pub struct Engine {
     preprocessor: std::sync::Mutex<Option<Preprocessor>>,
     /// Threshold in force (starts at the manifest's; the station may change it).
     threshold: f32,
+    /// The golden self-test at load, when the bundle has one.
+    self_test: Option<SelfTest>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -184,49 +218,71 @@ pub fn verify_bundle(dir: &Path, trusted: &[PublicKey]) -> Result<(), EngineErro
 pub use shared::signature::PublicKey;
 
 impl Engine {
-    /// Loads `dir/manifest.json` and the model of the given precision (sha256-checked).
+    /// Loads `dir/manifest.json` and the model of the given precision (sha256-checked), with no
+    /// signature check: [`Engine::load_trusted`] with no trusted keys.
     pub fn load(dir: &Path, precision: Precision) -> Result<Engine, EngineError> {
-        let manifest = Manifest::load(dir)?;
-        let model_path = match precision {
-            Precision::Fp32 => manifest.fp32_path(dir),
+        Engine::load_trusted(dir, precision, &[])
+    }
+
+    /// Loads a bundle the way a station must: `manifest.json` is read once, its signature checked
+    /// against `trusted` (none: unchecked) and parsed from those same bytes; the model file is read
+    /// once and the bytes that were hashed are the bytes tract parses; the graph's input, output count,
+    /// names and shapes are checked against the manifest; and when the manifest lists `golden.npz`
+    /// with a tolerance for this model file, the self-test ([`crate::golden`]) runs before the engine
+    /// is returned.
+    ///
+    /// # Errors
+    /// Each refusal names the file and the reason: signature, manifest, hash, model, contract or
+    /// [`EngineError::SelfTest`].
+    pub fn load_trusted(
+        dir: &Path,
+        precision: Precision,
+        trusted: &[PublicKey],
+    ) -> Result<Engine, EngineError> {
+        let manifest_path = dir.join(manifest::FILE_NAME);
+        let bytes = read_limited(&manifest_path, MAX_MANIFEST_BYTES)?;
+        shared::signature::verify_manifest_bytes(dir, &bytes, trusted)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| manifest::Error::Invalid {
+            path: manifest_path.clone(),
+            field: String::new(),
+            reason: "not UTF-8 text".into(),
+        })?;
+        let manifest = Manifest::parse(text, &manifest_path)?;
+        let file = match precision {
+            Precision::Fp32 => &manifest.files.fp32,
             Precision::Int8 => manifest
-                .int8_path(dir)
-                .ok_or_else(|| EngineError::NoInt8 { path: dir.join(manifest::FILE_NAME) })?,
+                .files
+                .int8
+                .as_ref()
+                .ok_or_else(|| EngineError::NoInt8 { path: manifest_path.clone() })?,
         };
+        let model_path = dir.join(&file.path);
+        let model_bytes = read_verified(dir, file, MAX_MODEL_BYTES)?;
         let inp = &manifest.input;
         let shape = [1usize, inp.channels as usize, inp.height as usize, inp.width as usize];
         let model_err =
             |e: TractError| EngineError::Model { path: model_path.clone(), msg: format!("{e:#}") };
+        let contract = |msg: String| EngineError::Contract { path: model_path.clone(), msg };
         let onnx = tract_onnx::onnx();
-        let proto = onnx.proto_model_for_path(&model_path).map_err(model_err)?;
-        check_input_shape(&proto, &shape).map_err(|msg| EngineError::Contract {
-            path: model_path.clone(),
-            msg: format!(
+        let proto = onnx.proto_model_for_read(&mut &model_bytes[..]).map_err(model_err)?;
+        drop(model_bytes);
+        check_input_shape(&proto, &shape).map_err(|msg| {
+            contract(format!(
                 "{msg} (manifest.json `input` says {}x{}x{})",
                 shape[1], shape[2], shape[3]
-            ),
+            ))
         })?;
+        check_output_names(&proto, &manifest).map_err(contract)?;
         let model = onnx
             .model_for_proto_model(&proto)
             .map_err(model_err)?
             .with_input_fact(0, f32::fact(shape).into())
             .map_err(model_err)?;
         let model = model.into_optimized().map_err(model_err)?;
-        let n_out = model.output_outlets().map_err(model_err)?.len();
-        // GLASS: patch_scores + image_score; classifier: logits + abnormal probability.
-        let want = 2;
-        if n_out != want {
-            return Err(EngineError::Contract {
-                path: model_path.clone(),
-                msg: format!(
-                    "the graph has {n_out} outputs, a {:?} bundle needs {want}",
-                    manifest.model_kind
-                ),
-            });
-        }
+        check_output_shapes(&model, &manifest).map_err(contract)?;
         let plan = model.into_runnable().map_err(model_err)?;
         let threshold = manifest.threshold.value;
-        Ok(Engine {
+        let mut engine = Engine {
             manifest,
             dir: dir.to_path_buf(),
             precision,
@@ -234,7 +290,43 @@ impl Engine {
             plan,
             preprocessor: std::sync::Mutex::new(None),
             threshold,
-        })
+            self_test: None,
+        };
+        engine.self_test = engine.run_self_test()?;
+        Ok(engine)
+    }
+
+    /// The golden self-test at load: `None` when the manifest lists no golden file or no tolerance
+    /// for this model file.
+    fn run_self_test(&self) -> Result<Option<SelfTest>, EngineError> {
+        let Some(g) = &self.manifest.files.golden else { return Ok(None) };
+        let tolerance = match self.precision {
+            Precision::Fp32 => Some(g.fp32_tolerance),
+            Precision::Int8 => g.int8_tolerance,
+        };
+        let Some(tolerance) = tolerance else { return Ok(None) };
+        let path = self.dir.join(&g.file.path);
+        let bytes = read_verified(&self.dir, &g.file, MAX_GOLDEN_BYTES)?;
+        let inp = &self.manifest.input;
+        let input_len = inp.channels as usize * inp.height as usize * inp.width as usize;
+        let golden = Golden::parse(&bytes, self.manifest.model_kind, input_len)
+            .map_err(|msg| EngineError::Golden { path: path.clone(), msg })?;
+        let max_difference = golden.max_difference(self)?;
+        if max_difference.is_nan() || max_difference > tolerance {
+            return Err(EngineError::SelfTest {
+                path,
+                precision: self.precision.name(),
+                max_difference,
+                tolerance,
+            });
+        }
+        Ok(Some(SelfTest { images: golden.inputs.len(), max_difference, tolerance }))
+    }
+
+    /// What the golden self-test at load measured (`None`: the bundle has no golden tolerance for
+    /// this model file).
+    pub fn self_test(&self) -> Option<SelfTest> {
+        self.self_test
     }
 
     /// The bundle's manifest.
@@ -315,14 +407,14 @@ impl Engine {
                 let (img, _) = view(1)?;
                 let image_score =
                     *img.first().ok_or_else(|| EngineError::Run("empty image_score".into()))?;
-                Ok(RawOutput { image_score, patch_scores: ps, shape: shape[1..].to_vec() })
+                Ok(RawOutput { image_score, patch_scores: ps, shape: tail(&shape) })
             }
             ModelKind::Classifier => {
                 let (logits, shape) = view(0)?;
                 let (prob, _) = view(1)?;
                 let image_score =
                     *prob.first().ok_or_else(|| EngineError::Run("empty probability".into()))?;
-                Ok(RawOutput { image_score, patch_scores: logits, shape: shape[1..].to_vec() })
+                Ok(RawOutput { image_score, patch_scores: logits, shape: tail(&shape) })
             }
         }
     }
@@ -400,46 +492,10 @@ impl Engine {
     }
 }
 
-/// Checks the graph's declared input `[batch, C, H, W]` against `shape` (symbolic dims match anything).
-fn check_input_shape(proto: &tract_onnx::pb::ModelProto, shape: &[usize; 4]) -> Result<(), String> {
-    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
-    use tract_onnx::pb::type_proto::Value as TV;
-    let graph = proto.graph.as_ref().ok_or("the file has no graph")?;
-    let init: std::collections::HashSet<&str> =
-        graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let input = graph
-        .input
-        .iter()
-        .find(|i| !init.contains(i.name.as_str()))
-        .ok_or("the graph has no input")?;
-    let Some(TV::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
-        return Err(format!("graph input `{}` is not a tensor", input.name));
-    };
-    let Some(sh) = &t.shape else { return Ok(()) };
-    if sh.dim.len() != 4 {
-        return Err(format!(
-            "graph input `{}` has rank {}, expected 4 (NCHW)",
-            input.name,
-            sh.dim.len()
-        ));
-    }
-    let dims: Vec<String> = sh
-        .dim
-        .iter()
-        .map(|d| match &d.value {
-            Some(Value::DimValue(v)) => v.to_string(),
-            Some(Value::DimParam(p)) => p.clone(),
-            None => "?".into(),
-        })
-        .collect();
-    for (i, d) in sh.dim.iter().enumerate().skip(1) {
-        if let Some(Value::DimValue(v)) = d.value {
-            if v != shape[i] as i64 {
-                return Err(format!("graph input `{}` is [{}]", input.name, dims.join(", ")));
-            }
-        }
-    }
-    Ok(())
+/// A shape without its batch dimension (empty for a scalar; `contract::check_output_shapes` refuses those
+/// at load).
+fn tail(shape: &[usize]) -> Vec<usize> {
+    shape.get(1..).map(<[usize]>::to_vec).unwrap_or_default()
 }
 
 pub use crate::decode::decode_file;

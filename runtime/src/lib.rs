@@ -6,7 +6,9 @@
 //! [`overlay`] (a map blended over the image). No I/O links (serial, MQTT, GPIO, camera) live here:
 //! those are the station's, in `device`.
 
+mod contract;
 pub mod decode;
 pub mod engine;
+pub mod golden;
 pub mod inspect;
 pub mod overlay;

@@ -194,6 +194,21 @@ pub fn verify_bundle(dir: &Path, trusted: &[VerifyingKey]) -> Result<(), Signatu
     if trusted.is_empty() {
         return Ok(());
     }
+    let manifest = dir.join(FILE_NAME);
+    let bytes = std::fs::read(&manifest).map_err(|e| invalid(&manifest, e.to_string()))?;
+    verify_manifest_bytes(dir, &bytes, trusted)
+}
+
+/// [`verify_bundle`] over manifest bytes the caller has already read: a loader that verifies and then
+/// parses the same bytes cannot be handed a different manifest between the two.
+pub fn verify_manifest_bytes(
+    dir: &Path,
+    manifest_bytes: &[u8],
+    trusted: &[VerifyingKey],
+) -> Result<(), SignatureError> {
+    if trusted.is_empty() {
+        return Ok(());
+    }
     let sig_path = dir.join(SIG_FILE);
     if !sig_path.is_file() {
         return Err(SignatureError::Unsigned { path: sig_path });
@@ -212,8 +227,7 @@ pub fn verify_bundle(dir: &Path, trusted: &[VerifyingKey]) -> Result<(), Signatu
     let sig_bytes = unhex::<64>(&sig.signature)
         .ok_or_else(|| invalid(&sig_path, "signature is not 128 hex digits"))?;
     let manifest = dir.join(FILE_NAME);
-    let bytes = std::fs::read(&manifest).map_err(|e| invalid(&manifest, e.to_string()))?;
-    key.verify(&bytes, &Signature::from_bytes(&sig_bytes))
+    key.verify(manifest_bytes, &Signature::from_bytes(&sig_bytes))
         .map_err(|_| SignatureError::Tampered { path: manifest })
 }
 

@@ -54,6 +54,7 @@ fn bundle(dir: &Path) -> Result<Manifest, Box<dyn std::error::Error>> {
         files: Files {
             fp32: FileRef::from_file(dir, "model.onnx")?,
             int8: Some(FileRef::from_file(dir, "q/model.int8.onnx")?),
+            golden: None,
         },
         metrics: Some(Metrics {
             fp32_val_auroc: Some(0.99),
@@ -231,6 +232,27 @@ fn invalid_fields() -> TestResult {
         (
             "score_normalisation",
             Box::new(|v| v["score_normalisation"]["hi"] = serde_json::json!(0.0)),
+        ),
+        (
+            "files.golden.path",
+            Box::new(|v| {
+                v["files"]["golden"] = serde_json::json!({"path": "/etc/golden.npz",
+                    "sha256": "0".repeat(64), "fp32_tolerance": 1e-3});
+            }),
+        ),
+        (
+            "files.golden.fp32_tolerance",
+            Box::new(|v| {
+                v["files"]["golden"] = serde_json::json!({"path": "golden.npz",
+                    "sha256": "0".repeat(64), "fp32_tolerance": 1e30});
+            }),
+        ),
+        (
+            "files.golden.int8_tolerance",
+            Box::new(|v| {
+                v["files"]["golden"] = serde_json::json!({"path": "golden.npz",
+                    "sha256": "0".repeat(64), "fp32_tolerance": 1e-3, "int8_tolerance": -1.0});
+            }),
         ),
     ];
     for (field, edit) in cases {

@@ -253,16 +253,20 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
 ) -> Result<Summary> {
     let trusted = crate::engine::read_trusted_keys(&cfg.trusted_keys)
         .context("reading trusted_keys of the station configuration")?;
-    crate::engine::verify_bundle(&cfg.model, &trusted)
-        .with_context(|| format!("the model bundle {}", cfg.model.display()))?;
     let precision = match cfg.precision {
         PrecisionChoice::Auto => crate::engine::preferred_precision(&cfg.model),
         PrecisionChoice::Fp32 => Precision::Fp32,
         PrecisionChoice::Int8 => Precision::Int8,
     };
     crate::engine::set_threads(cfg.threads);
-    let engine = Engine::load(&cfg.model, precision)
-        .with_context(|| format!("loading the model bundle {}", cfg.model.display()))?;
+    let engine = Engine::load_trusted(&cfg.model, precision, &trusted)
+        .with_context(|| format!("the model bundle {}", cfg.model.display()))?;
+    if let Some(t) = engine.self_test() {
+        eprintln!(
+            "self-test: {} golden image(s), largest difference {:.2e} (tolerance {:.2e})",
+            t.images, t.max_difference, t.tolerance
+        );
+    }
     let model_sha = engine.manifest().files.fp32.sha256.clone();
     let threshold_range = engine.manifest().threshold_range();
     let mid = model_id(&engine);

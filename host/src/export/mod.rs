@@ -234,7 +234,11 @@ fn glass_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec<Item
             lo: 0.0,
             hi: 1.0,
         }),
-        files: Files { fp32: FileRef::from_file(&opts.out, FP32_FILE)?, int8: int8_ref },
+        files: Files {
+            fp32: FileRef::from_file(&opts.out, FP32_FILE)?,
+            int8: int8_ref,
+            golden: None,
+        },
         metrics: None,
         provenance: provenance(&cfg.data, &cfg.category, cfg.split_seed, &state),
     };
@@ -309,7 +313,11 @@ fn patchcore_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec<
             lo: cfg.map_range[0],
             hi: cfg.map_range[1],
         }),
-        files: Files { fp32: FileRef::from_file(&opts.out, FP32_FILE)?, int8: int8_ref },
+        files: Files {
+            fp32: FileRef::from_file(&opts.out, FP32_FILE)?,
+            int8: int8_ref,
+            golden: None,
+        },
         metrics: None,
         provenance,
     };
@@ -375,7 +383,11 @@ fn classifier_bundle(opts: &ExportOptions, rd: &RunDir) -> Result<(Manifest, Vec
         score_normalisation: ScoreNormalisation::default(),
         threshold: provisional_threshold(),
         anomaly_map: None,
-        files: Files { fp32: FileRef::from_file(&opts.out, FP32_FILE)?, int8: int8_ref },
+        files: Files {
+            fp32: FileRef::from_file(&opts.out, FP32_FILE)?,
+            int8: int8_ref,
+            golden: None,
+        },
         metrics: None,
         provenance: provenance(&cfg.data, &cfg.category, cfg.split_seed, &state),
     };
@@ -453,8 +465,59 @@ fn finish(
     }
     mm.preferred = Some(preferred(&mm).to_string());
     man.metrics = Some(mm);
+    man.files.golden = Some(golden_ref(&opts.out, &man)?);
     man.save(&opts.out)?;
+    // The station's own load path, self-test included, must accept what was just written.
+    runtime::engine::Engine::load(&opts.out, runtime::engine::Precision::Fp32)?;
+    if opts.int8 {
+        runtime::engine::Engine::load(&opts.out, runtime::engine::Precision::Int8)?;
+    }
     Ok(ExportReport { manifest: man, n_valid: valid.len(), int8_verdict_agreement: agreement })
+}
+
+/// Step 6: `golden.npz`'s manifest entry. The station's self-test at load (`runtime::golden`) holds each
+/// model file to a tolerance on the largest difference between its outputs and libtorch's on the
+/// golden inputs. Measured here with tract, then widened for other CPUs' kernels (README.md, "Loading
+/// a bundle"): fp32 `max(10 x measured, 1e-3 x scale)`, int8 `max(3 x measured, 0.05 x
+/// scale)`, where scale is the largest golden value's magnitude (at least 1). Wide enough for a
+/// board's summation order, narrow enough to refuse a model that computes something else.
+fn golden_ref(dir: &Path, man: &Manifest) -> Result<manifest::GoldenRef> {
+    let bytes = std::fs::read(dir.join(GOLDEN_FILE))
+        .map_err(|e| Error::Config(format!("{}: {e}", dir.join(GOLDEN_FILE).display())))?;
+    let inp = &man.input;
+    let input_len = inp.channels as usize * inp.height as usize * inp.width as usize;
+    let golden = runtime::golden::Golden::parse(&bytes, man.model_kind, input_len)
+        .map_err(|e| Error::Config(format!("{GOLDEN_FILE}: {e}")))?;
+    let scale = golden.outputs.iter().flatten().chain(&golden.scores).fold(1f32, |m, v| {
+        if v.is_finite() {
+            m.max(v.abs())
+        } else {
+            m
+        }
+    });
+    let measure = |p: runtime::engine::Precision| -> Result<f32> {
+        let engine = runtime::engine::Engine::load(dir, p)?;
+        Ok(golden.max_difference(&engine)?)
+    };
+    let fp32 = measure(runtime::engine::Precision::Fp32)?;
+    let int8 = match man.files.int8 {
+        Some(_) => Some(measure(runtime::engine::Precision::Int8)?),
+        None => None,
+    };
+    let finite = |d: f32, what: &str| {
+        if d.is_finite() {
+            Ok(d)
+        } else {
+            Err(Error::Config(format!("the {what} model gives non-finite outputs on golden.npz")))
+        }
+    };
+    Ok(manifest::GoldenRef {
+        file: FileRef { path: GOLDEN_FILE.into(), sha256: manifest::sha256_bytes(&bytes) },
+        fp32_tolerance: (10.0 * finite(fp32, "fp32")?).max(1e-3 * scale),
+        int8_tolerance: int8
+            .map(|d| finite(d, "int8").map(|d| (3.0 * d).max(0.05 * scale)))
+            .transpose()?,
+    })
 }
 
 /// int8 only when it is both faster and as accurate (AUROC drop <= 0.005) as fp32; else fp32.

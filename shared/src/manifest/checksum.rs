@@ -8,6 +8,11 @@ use sha2::{Digest, Sha256};
 
 use super::{Error, Result};
 
+/// Lowercase hex SHA-256 of bytes already in memory (hash what is loaded, not the file a second time).
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 /// Lowercase hex SHA-256 of a file, read in chunks.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let io_err = |source: io::Error| {

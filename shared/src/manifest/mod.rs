@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::preprocess::{self, PreprocessConfig};
 
-pub use checksum::sha256_file;
+pub use checksum::{sha256_bytes, sha256_file};
 pub use error::{Error, Result};
 
 /// The manifest schema version this code reads and writes.
@@ -31,6 +31,8 @@ pub const FILE_NAME: &str = "manifest.json";
 pub const MAX_SIDE: u32 = 8192;
 /// Largest anomaly-map blur sigma a manifest may declare, pixels (GLASS uses 4).
 pub const MAX_BLUR_SIGMA: f32 = 64.0;
+/// Upper bound for a golden self-test tolerance (a larger one would accept any output).
+pub const MAX_GOLDEN_TOLERANCE: f32 = 1e6;
 /// Most outputs a manifest may declare.
 pub const MAX_OUTPUTS: usize = 16;
 /// Largest output dimension a manifest may declare.
@@ -181,13 +183,33 @@ impl FileRef {
 }
 
 /// The model files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Files {
     /// The fp32 ONNX model.
     pub fp32: FileRef,
     /// The int8 (quantised) ONNX model, if exported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int8: Option<FileRef>,
+    /// `golden.npz` and what the self-test at load allows (absent in bundles from before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden: Option<GoldenRef>,
+}
+
+/// The golden vectors (`golden.npz`: preprocessed inputs with libtorch's outputs) and the largest
+/// absolute difference the station's self-test at load accepts between them and the runtime's outputs
+/// (every patch score / logit and the image score), per model file. `host export` measures the
+/// difference on the export machine and sets each tolerance with room for other CPUs' kernels
+/// (README.md, "Loading a bundle").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoldenRef {
+    /// The file.
+    #[serde(flatten)]
+    pub file: FileRef,
+    /// Tolerance for the fp32 model.
+    pub fp32_tolerance: f32,
+    /// Tolerance for the int8 model (absent: the int8 model is not self-tested).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_tolerance: Option<f32>,
 }
 
 /// Measured quality and speed of the exported files.
@@ -418,6 +440,15 @@ impl Manifest {
         for (field, file) in self.file_refs() {
             check_file_ref(path, field, file)?;
         }
+        if let Some(g) = &self.files.golden {
+            let ok = |t: f32| t.is_finite() && t > 0.0 && t <= MAX_GOLDEN_TOLERANCE;
+            if !ok(g.fp32_tolerance) {
+                return Err(invalid(path, "files.golden.fp32_tolerance", "must be > 0 and <= 1e6"));
+            }
+            if g.int8_tolerance.is_some_and(|t| !ok(t)) {
+                return Err(invalid(path, "files.golden.int8_tolerance", "must be > 0 and <= 1e6"));
+            }
+        }
         Ok(())
     }
 
@@ -492,9 +523,15 @@ impl Manifest {
         self.files.int8.as_ref().map(|f| dir.join(&f.path))
     }
 
+    /// Path of `golden.npz` under `dir`, if the manifest lists it.
+    pub fn golden_path(&self, dir: &Path) -> Option<PathBuf> {
+        self.files.golden.as_ref().map(|g| dir.join(&g.file.path))
+    }
+
     fn file_refs(&self) -> impl Iterator<Item = (&'static str, &FileRef)> {
         core::iter::once(("files.fp32", &self.files.fp32))
             .chain(self.files.int8.as_ref().map(|f| ("files.int8", f)))
+            .chain(self.files.golden.as_ref().map(|g| ("files.golden", &g.file)))
     }
 }
 
@@ -522,45 +559,4 @@ fn check_file_ref(path: &Path, field: &str, file: &FileRef) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::checksum::hex;
-    use super::*;
-
-    #[test]
-    fn hex_and_model_id() {
-        assert_eq!(hex(&[0x00, 0xab, 0x10]), "00ab10");
-        let sha = "0123456789abcdef".repeat(4);
-        let m = Manifest {
-            schema_version: SCHEMA_VERSION,
-            model_kind: ModelKind::Classifier,
-            architecture: "tinyvit_21m_512".into(),
-            backbone: String::new(),
-            input: PreprocessConfig::default(),
-            classes: vec![],
-            outputs: vec![],
-            score_normalisation: ScoreNormalisation::default(),
-            threshold: Threshold {
-                value: 0.5,
-                method: String::new(),
-                details: Default::default(),
-                range: None,
-            },
-            anomaly_map: None,
-            files: Files { fp32: FileRef { path: "m.onnx".into(), sha256: sha }, int8: None },
-            metrics: None,
-            provenance: Provenance::default(),
-        };
-        assert_eq!(m.model_id(), "0123456789abcdef");
-        assert_eq!(m.model_id_bytes(), [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]);
-        assert!(m.validate(Path::new("x/manifest.json")).is_ok());
-    }
-
-    #[test]
-    fn score_normalisation() {
-        let n = ScoreNormalisation { kind: ScoreNormKind::MinMax, lo: 2.0, hi: 4.0 };
-        assert_eq!(n.apply(3.0), 0.5);
-        let s = ScoreNormalisation { kind: ScoreNormKind::Sigmoid, ..n };
-        assert_eq!(s.apply(0.0), 0.5);
-        assert_eq!(ScoreNormalisation::default().apply(7.0), 7.0);
-    }
-}
+mod tests;

@@ -96,6 +96,14 @@ impl FolderSource {
         let end = std::time::Instant::now() + timeout;
         loop {
             if let Ok(files) = self.list() {
+                // Forget files that are gone: a station that runs for months on a folder whose files
+                // are removed after inspection must not grow with every name it ever saw (and a new
+                // file under an old name is a new frame).
+                if self.seen.len() > files.len() || !self.settling.is_empty() {
+                    let present: HashSet<&PathBuf> = files.iter().collect();
+                    self.seen.retain(|p| present.contains(p));
+                    self.settling.retain(|p, _| present.contains(p));
+                }
                 let new: Vec<PathBuf> =
                     files.into_iter().filter(|p| !self.seen.contains(p)).collect();
                 for p in new {
@@ -130,5 +138,35 @@ impl FolderSource {
                 if self.settling.is_empty() { self.poll } else { self.poll.min(self.settle) };
             std::thread::sleep(wait.min(end - now));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names of removed files are forgotten (memory stays flat on a folder that is emptied as it is
+    /// inspected), and a new file under an old name is a new frame.
+    #[test]
+    fn removed_files_are_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut src = FolderSource::new(dir.path(), Duration::from_millis(1), true)
+            .expect("folder")
+            .with_limits(u64::MAX, Duration::from_millis(0));
+        for i in 0..50 {
+            std::fs::write(dir.path().join(format!("{i:03}.png")), b"x").expect("write");
+        }
+        for _ in 0..50 {
+            assert!(src.next(Duration::from_millis(200)).is_some());
+        }
+        assert_eq!(src.seen.len(), 50);
+        for i in 0..50 {
+            std::fs::remove_file(dir.path().join(format!("{i:03}.png"))).expect("remove");
+        }
+        assert!(src.next(Duration::from_millis(5)).is_none());
+        assert!(src.seen.is_empty(), "{} names kept", src.seen.len());
+        std::fs::write(dir.path().join("007.png"), b"y").expect("write");
+        let f = src.next(Duration::from_millis(200)).expect("the new 007.png");
+        assert!(f.name.ends_with("007.png"));
     }
 }

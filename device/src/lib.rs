@@ -9,3 +9,4 @@
 pub use runtime::{engine, golden, inspect, overlay};
 pub mod selftest;
 pub mod station;
+pub mod store;

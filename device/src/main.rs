@@ -72,6 +72,27 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Verify a bundle (a folder from `host export` or a `.tar` of one: signature, hashes, graph
+    /// contract, golden self-test of every model file) and make it the store's `current`, keeping the
+    /// one before as `previous`; a running station picks it up on SIGHUP (`systemctl reload
+    /// glass-edge`) or an MQTT `load_model`. Exit code 0 installed, 2 refused.
+    Install {
+        /// The bundle folder or `.tar`.
+        bundle: PathBuf,
+        /// The bundle store (the station's `model` is `<store>/current`).
+        #[arg(long, default_value = "/var/lib/glass-edge")]
+        store: PathBuf,
+        /// Check signatures against the station configuration's `trusted_keys` (and take nothing else
+        /// from it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A public key file the bundle's signature must match; repeatable (adds to `--config`'s).
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<PathBuf>,
+        /// tract threads for the self-test.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// Median latency per stage (decode, preprocess, infer, post-process) and peak RSS.
     Bench {
         #[command(flatten)]
@@ -174,6 +195,40 @@ fn main() -> Result<ExitCode> {
                 0
             }))
         }
+        Cmd::Install { bundle, store, config, mut trusted_keys, threads } => {
+            if let Some(c) = &config {
+                let cfg = device::station::StationConfig::load(c)?;
+                trusted_keys.extend(cfg.trusted_keys);
+            }
+            let trusted =
+                engine::read_trusted_keys(&trusted_keys).context("reading trusted keys")?;
+            engine::set_threads(threads);
+            let store = device::store::Store::new(store);
+            match store.install(&bundle, &trusted) {
+                Ok(i) => {
+                    for (p, d) in &i.verified {
+                        match d {
+                            Some(d) => eprintln!("verified {p} model: golden difference {d:.2e}"),
+                            None => eprintln!("verified {p} model (no golden self-test)"),
+                        }
+                    }
+                    let root = store.root().display();
+                    if i.already_current {
+                        println!("{root}/current is already bundle {}", i.id);
+                    } else {
+                        println!("installed bundle {} as {root}/current", i.id);
+                        if let Some(old) = &i.replaced {
+                            println!("previous: {old}");
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
         Cmd::Run { config } => {
             let cfg = device::station::StationConfig::load(&config)?;
             // SIGTERM (systemd stop) and SIGINT (Ctrl-C) end the loop between frames, so the station
@@ -185,7 +240,11 @@ fn main() -> Result<ExitCode> {
                     .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
                     .context("installing the signal handlers")?;
             }
-            let s = device::station::run(&cfg, &stop)
+            // SIGHUP (`systemctl reload`): load the bundle `model` names again, between frames.
+            let reload = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+                .context("installing the SIGHUP handler")?;
+            let s = device::station::run_signalled(&cfg, &stop, &reload)
                 .with_context(|| format!("station {}", config.display()))?;
             eprintln!(
                 "stopped after {} frames ({} pass, {} fail); last fault {:?}",

@@ -202,6 +202,8 @@ pub enum CommandName {
     Trigger,
     /// Report the status.
     GetStatus,
+    /// Load the bundle `model` names again (after `device install`); MQTT only.
+    LoadModel,
 }
 
 impl CommandName {
@@ -211,6 +213,7 @@ impl CommandName {
             CommandName::SetThreshold => "set_threshold",
             CommandName::Trigger => "trigger",
             CommandName::GetStatus => "get_status",
+            CommandName::LoadModel => "load_model",
         }
     }
 }

@@ -6,7 +6,6 @@
 //! fault in the result and the status, and the loop goes on. A threshold set over the serial link is
 //! applied at once and persisted in `state_dir/threshold.json` (reloaded at start when the model is the
 //! same).
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,13 +16,15 @@ use shared::wire::{
     StationId, StationState, Status, Verdict,
 };
 
-use crate::engine::{Engine, Precision};
+use crate::engine::Engine;
 
 pub mod camera;
+pub mod commands;
 pub mod config;
 pub mod disk;
 pub mod frame;
 pub mod gpio;
+pub mod model;
 pub mod mqtt;
 pub mod notify;
 pub mod pipeline;
@@ -32,8 +33,9 @@ pub mod source;
 pub mod state;
 pub mod trigger;
 
+use commands::apply;
 pub use config::StationConfig;
-use config::{PrecisionChoice, SourceConfig, Trigger};
+use config::{SourceConfig, Trigger};
 
 /// One stdout line per frame.
 #[derive(Debug, Serialize)]
@@ -69,16 +71,6 @@ fn model_id(engine: &Engine) -> ModelId {
         .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
         .collect();
     ModelId::from_digest(&bytes).unwrap_or_default()
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SavedThreshold {
-    model_sha256: String,
-    threshold: f32,
-}
-
-fn threshold_file(state_dir: &Path) -> std::path::PathBuf {
-    state_dir.join("threshold.json")
 }
 
 /// The map, averaged down to at most 64x64 cells and quantised to 0..=255 (wire form).
@@ -127,14 +119,32 @@ struct StatusJson<'a> {
     spool_dropped: u32,
     last_fault: String,
     timestamp_ms: u64,
+    /// The bundle in use (its folder name: `sha256(manifest.json)` for an installed bundle).
+    bundle: String,
+    /// The last roll-back or reload, and how it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_note: Option<&'a str>,
 }
 
 impl<'a> StatusJson<'a> {
-    fn new(station: &'a str, state: &'a str, threshold: f32, c: &Counters, f: Fault) -> Self {
+    fn new(
+        station: &'a str,
+        state: &'a str,
+        l: &model::Loaded,
+        note: Option<&'a str>,
+        c: &Counters,
+        f: Fault,
+    ) -> Self {
         StatusJson {
             station,
             state,
-            threshold,
+            threshold: l.threshold,
+            bundle: l
+                .bundle
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            model_note: note,
             frames: c.frames,
             passes: c.passes,
             fails: c.fails,
@@ -167,53 +177,6 @@ enum Source {
     Camera(camera::CameraSource),
 }
 
-/// Carries out one line-side command (serial or MQTT, `via`) if that link enables it (`allowed`);
-/// a threshold must lie within `range` (the bundle's `threshold.range`).
-#[allow(clippy::too_many_arguments)]
-fn apply(
-    command: Command,
-    via: Trigger,
-    allowed: &[config::CommandName],
-    range: [f32; 2],
-    cfg: &StationConfig,
-    model_sha: &str,
-    threshold: &mut f32,
-    pending_triggers: &mut u32,
-) -> AckCode {
-    let name = match command {
-        Command::SetThreshold(_) => config::CommandName::SetThreshold,
-        Command::Trigger => config::CommandName::Trigger,
-        Command::GetStatus => config::CommandName::GetStatus,
-    };
-    if !allowed.contains(&name) {
-        eprintln!("command {} refused: not enabled on this link", name.name());
-        return AckCode::Unsupported;
-    }
-    match command {
-        Command::SetThreshold(t) if t.is_finite() && t >= range[0] && t <= range[1] => {
-            // Saved (atomically) before it is applied: after a crash the station restarts with the
-            // threshold it last acknowledged, never one it did not.
-            let saved = SavedThreshold { model_sha256: model_sha.to_string(), threshold: t };
-            match serde_json::to_vec(&saved)
-                .map(|s| state::write_atomic(&threshold_file(&cfg.state_dir), &s))
-            {
-                Ok(Ok(())) => {
-                    *threshold = t;
-                    AckCode::Ok
-                }
-                _ => AckCode::Failed,
-            }
-        }
-        Command::SetThreshold(_) => AckCode::InvalidArgument,
-        Command::Trigger if cfg.trigger == via => {
-            *pending_triggers += 1;
-            AckCode::Ok
-        }
-        Command::Trigger => AckCode::Unsupported,
-        Command::GetStatus => AckCode::Ok,
-    }
-}
-
 /// What a run did (returned when it stops).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Summary {
@@ -228,6 +191,15 @@ pub struct Summary {
 /// Runs the station until `stop` is set or `max_frames` frames were inspected; digital outputs on the
 /// configured GPIO character device.
 pub fn run(cfg: &StationConfig, stop: &AtomicBool) -> Result<Summary> {
+    run_signalled(cfg, stop, &AtomicBool::new(false))
+}
+
+/// [`run`], reloading the bundle `model` names whenever `reload` is set (SIGHUP; see [`model`]).
+pub fn run_signalled(
+    cfg: &StationConfig,
+    stop: &AtomicBool,
+    reload: &AtomicBool,
+) -> Result<Summary> {
     let gpio = match &cfg.outputs.gpio {
         Some(g) => {
             let pin = |line| gpio::CdevPin::open(&g.chip, line);
@@ -242,53 +214,33 @@ pub fn run(cfg: &StationConfig, stop: &AtomicBool) -> Result<Summary> {
         }
         None => None,
     };
-    run_with_gpio(cfg, stop, gpio)
+    run_inner(cfg, stop, reload, gpio)
 }
 
 /// [`run`] with the given digital outputs (any embedded-hal pins, e.g. [`gpio::MockPin`]s).
 pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
     cfg: &StationConfig,
     stop: &AtomicBool,
+    gpio: Option<gpio::Handshake<P>>,
+) -> Result<Summary> {
+    run_inner(cfg, stop, &AtomicBool::new(false), gpio)
+}
+
+fn run_inner<P: embedded_hal::digital::OutputPin>(
+    cfg: &StationConfig,
+    stop: &AtomicBool,
+    reload: &AtomicBool,
     mut gpio: Option<gpio::Handshake<P>>,
 ) -> Result<Summary> {
     let trusted = crate::engine::read_trusted_keys(&cfg.trusted_keys)
         .context("reading trusted_keys of the station configuration")?;
-    let precision = match cfg.precision {
-        PrecisionChoice::Auto => crate::engine::preferred_precision(&cfg.model),
-        PrecisionChoice::Fp32 => Precision::Fp32,
-        PrecisionChoice::Int8 => Precision::Int8,
-    };
     crate::engine::set_threads(cfg.threads);
-    let engine = Engine::load_trusted(&cfg.model, precision, &trusted)
-        .with_context(|| format!("the model bundle {}", cfg.model.display()))?;
-    if let Some(t) = engine.self_test() {
-        eprintln!(
-            "self-test: {} golden image(s), largest difference {:.2e} (tolerance {:.2e})",
-            t.images, t.max_difference, t.tolerance
-        );
-    }
-    let model_sha = engine.manifest().files.fp32.sha256.clone();
-    let threshold_range = engine.manifest().threshold_range();
-    let mid = model_id(&engine);
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("creating state_dir {}", cfg.state_dir.display()))?;
     state::clean_stale_tmp(&cfg.state_dir);
-    let mut threshold = engine.threshold();
-    if let Ok(text) = std::fs::read_to_string(threshold_file(&cfg.state_dir)) {
-        match serde_json::from_str::<SavedThreshold>(&text) {
-            Ok(s)
-                if s.model_sha256 == model_sha
-                    && (threshold_range[0]..=threshold_range[1]).contains(&s.threshold) =>
-            {
-                threshold = s.threshold
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!("ignoring {}: {e}", threshold_file(&cfg.state_dir).display()),
-        }
-    }
+    let (mut loaded, mut model_note) = model::start(cfg, &trusted)?;
+    let mut reloader = model::Reloader::default();
     let station_id: StationId = StationId::try_from(cfg.station_id.as_str()).unwrap_or_default();
-    let inspector =
-        pipeline::Inspector::new(engine, Duration::from_millis(cfg.inspect_window_ms), cfg.limits);
     let mut source = match &cfg.source {
         SourceConfig::Folder { path, poll_ms, existing, settle_ms } => Source::Folder(
             source::FolderSource::new(path, Duration::from_millis(*poll_ms), *existing)
@@ -325,7 +277,8 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
             let st = StatusJson::new(
                 &cfg.station_id,
                 "ready",
-                threshold,
+                &loaded,
+                model_note.as_deref(),
                 &Counters::default(),
                 Fault::None,
             );
@@ -344,14 +297,14 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
     let mut seq: u32 = 0;
     let mut status_seq: u32 = 0;
     let mut pending_triggers: u32 = 0;
-    let status = |counters: &Counters, last_fault: Fault, threshold: f32, seq: u32| Status {
+    let status = |counters: &Counters, last_fault: Fault, l: &model::Loaded, seq: u32| Status {
         station_id: station_id.clone(),
         seq,
         timestamp_ms: now_ms(),
         uptime_s: started.elapsed().as_secs() as u32,
         state: if last_fault.is_none() { StationState::Ready } else { StationState::Fault },
-        threshold,
-        model_id: mid,
+        threshold: l.threshold,
+        model_id: l.mid,
         counters: *counters,
         last_fault,
     };
@@ -359,6 +312,29 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
     let mut watchdog = notify::Watchdog::from_env();
     while !stop.load(Ordering::Relaxed) {
         watchdog.ping();
+        // A new bundle (SIGHUP / load_model) is loaded beside the running one and swapped in here,
+        // between two frames.
+        if reload.swap(false, Ordering::Relaxed) {
+            reloader.request(cfg, &trusted);
+        }
+        if let Some((new, note)) = reloader.poll(cfg) {
+            eprintln!("{note}");
+            if let Some(n) = new {
+                loaded = n;
+            }
+            model_note = Some(note);
+            if let Some(m) = &mqtt_out {
+                let st = StatusJson::new(
+                    &cfg.station_id,
+                    "ready",
+                    &loaded,
+                    model_note.as_deref(),
+                    &counters,
+                    last_fault,
+                );
+                m.status(serde_json::to_string(&st).unwrap_or_default());
+            }
+        }
         if cfg.max_frames.is_some_and(|m| u64::from(counters.frames) >= m) {
             break;
         }
@@ -368,39 +344,55 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
                 req.command,
                 Trigger::Serial,
                 cfg.outputs.serial.as_ref().map_or(&[][..], |s| &s.commands),
-                threshold_range,
+                loaded.threshold_range,
                 cfg,
-                &model_sha,
-                &mut threshold,
+                &loaded.model_sha,
+                &mut loaded.threshold,
                 &mut pending_triggers,
             );
             if let Some(l) = &link {
                 let _ = l.send(&Message::Ack(Ack { id: req.id, code }));
                 if req.command == Command::GetStatus {
                     status_seq = status_seq.wrapping_add(1);
-                    let st = status(&counters, last_fault, threshold, status_seq);
+                    let st = status(&counters, last_fault, &loaded, status_seq);
                     let _ = l.send(&Message::Status(st));
                 }
             }
         }
         while let Some(c) = mqtt_out.as_ref().and_then(|m| m.try_command()) {
+            let mqtt_commands = cfg.outputs.mqtt.as_ref().map_or(&[][..], |m| &m.commands);
             let code = match c.to_command() {
+                None if c.command == config::CommandName::LoadModel.name() => {
+                    if mqtt_commands.contains(&config::CommandName::LoadModel) {
+                        reloader.request(cfg, &trusted);
+                        AckCode::Ok
+                    } else {
+                        eprintln!("command load_model refused: not enabled on this link");
+                        AckCode::Unsupported
+                    }
+                }
                 Some(k) => apply(
                     k,
                     Trigger::Mqtt,
-                    cfg.outputs.mqtt.as_ref().map_or(&[][..], |m| &m.commands),
-                    threshold_range,
+                    mqtt_commands,
+                    loaded.threshold_range,
                     cfg,
-                    &model_sha,
-                    &mut threshold,
+                    &loaded.model_sha,
+                    &mut loaded.threshold,
                     &mut pending_triggers,
                 ),
                 None => AckCode::Unsupported,
             };
             if let Some(m) = &mqtt_out {
                 m.ack(&mqtt::MqttAck { id: c.id, code: format!("{code:?}").to_lowercase() });
-                let st =
-                    StatusJson::new(&cfg.station_id, "ready", threshold, &counters, last_fault);
+                let st = StatusJson::new(
+                    &cfg.station_id,
+                    "ready",
+                    &loaded,
+                    model_note.as_deref(),
+                    &counters,
+                    last_fault,
+                );
                 m.status(serde_json::to_string(&st).unwrap_or_default());
             }
         }
@@ -430,6 +422,7 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
             },
         };
         pending_triggers = pending_triggers.saturating_sub(1);
+        let threshold = loaded.threshold;
         seq = seq.wrapping_add(1);
         if let Some(g) = gpio.as_mut() {
             if let Err(e) = g.begin() {
@@ -437,7 +430,7 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
             }
         }
         let outcome = match frame.bytes {
-            Ok(bytes) => inspector.inspect(seq, bytes, threshold),
+            Ok(bytes) => loaded.inspector.inspect(seq, bytes, threshold),
             Err(msg) => pipeline::Outcome {
                 seq,
                 fail: true,
@@ -495,7 +488,7 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
                 fault: outcome.fault,
                 score: outcome.score,
                 threshold,
-                model_id: mid,
+                model_id: loaded.mid,
                 latency_us: (outcome.latency_ms * 1e3) as u32,
                 anomaly_map: outcome.map.as_deref().and_then(|m| wire_map(m, mw, mh)),
             };
@@ -509,7 +502,7 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
                 uid: &uid,
                 station: &cfg.station_id,
                 timestamp_ms: now_ms(),
-                model_id: mid.to_string(),
+                model_id: loaded.mid.to_string(),
                 line: &line,
             };
             match serde_json::to_vec(&j) {
@@ -526,7 +519,14 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
                 }
             }
             counters.spool_dropped = m.dropped();
-            let st = StatusJson::new(&cfg.station_id, "ready", threshold, &counters, last_fault);
+            let st = StatusJson::new(
+                &cfg.station_id,
+                "ready",
+                &loaded,
+                model_note.as_deref(),
+                &counters,
+                last_fault,
+            );
             m.status(serde_json::to_string(&st).unwrap_or_default());
         }
         if outcome.fail {
@@ -547,7 +547,7 @@ pub fn run_with_gpio<P: embedded_hal::digital::OutputPin>(
         counters.spool_dropped = m.dropped();
         m.close(Duration::from_secs(15));
     }
-    Ok(Summary { counters, threshold, last_fault })
+    Ok(Summary { counters, threshold: loaded.threshold, last_fault })
 }
 
 #[cfg(test)]

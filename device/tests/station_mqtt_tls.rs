@@ -200,7 +200,16 @@ fn mutual_tls_acl_and_command_rules_on_a_real_broker() -> anyhow::Result<()> {
             false,
             r#"{"id":4,"command":"set_threshold","value":0.6}"#,
         )?;
-        let acked = |s: &Seen| s.iter().any(|(t, v)| t.ends_with("/ack") && v["id"] == 4);
+        // A reload is not among this link's commands.
+        line.publish(
+            "ge/test-1/cmd",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"id":5,"command":"load_model"}"#,
+        )?;
+        let acked = |s: &Seen| {
+            [4, 5].iter().all(|id| s.iter().any(|(t, v)| t.ends_with("/ack") && v["id"] == *id))
+        };
         ensure!(wait_for(&acked, 20), "no ack for the line controller's command: {seen:?}");
         for i in 0..2 {
             std::fs::copy(demo().join("samples/good_000.png"), inbox.join(format!("{i}.png")))?;
@@ -219,6 +228,12 @@ fn mutual_tls_acl_and_command_rules_on_a_real_broker() -> anyhow::Result<()> {
         assert_eq!(code(2), None, "the intruder's command reached the station");
         assert_eq!(code(3), Some("invalidargument".into()));
         assert_eq!(code(4), Some("ok".into()));
+        assert_eq!(code(5), Some("unsupported".into()));
+        // The status names the bundle in use (its folder) and, with no reload or roll-back, no note.
+        let st = seen.iter().rev().find(|(t, v)| t.ends_with("/status") && v != "offline");
+        let st = st.map(|(_, v)| v.clone()).unwrap_or_default();
+        assert_eq!(st["bundle"], "demo", "{st}");
+        assert!(st.get("model_note").is_none(), "{st}");
         for (_, r) in seen.iter().filter(|(t, _)| t.ends_with("/result")) {
             assert_eq!(r["threshold"].as_f64().map(|t| t as f32), Some(0.6), "{r}");
         }

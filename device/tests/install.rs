@@ -148,6 +148,9 @@ fn install_switches_links_refuses_bad_bundles_and_the_station_rolls_back() {
         .unwrap() as f32;
     assert_eq!(s.threshold, a_threshold, "runs on the previous bundle");
     assert_eq!(store.id_of(CURRENT).as_deref(), Some(a_id.as_str()), "current rolled back");
+    let note = s.model_note.unwrap_or_default();
+    assert!(note.starts_with(&format!("rolled back to bundle {a_id}")), "{note}");
+    assert!(note.contains("self-test failed"), "{note}");
 }
 
 #[test]

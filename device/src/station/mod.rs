@@ -178,7 +178,7 @@ enum Source {
 }
 
 /// What a run did (returned when it stops).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Summary {
     /// Counters at the end.
     pub counters: Counters,
@@ -186,6 +186,8 @@ pub struct Summary {
     pub threshold: f32,
     /// The last fault.
     pub last_fault: Fault,
+    /// The last roll-back or reload and how it ended (as in the MQTT status's `model_note`).
+    pub model_note: Option<String>,
 }
 
 /// Runs the station until `stop` is set or `max_frames` frames were inspected; digital outputs on the
@@ -547,7 +549,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
         counters.spool_dropped = m.dropped();
         m.close(Duration::from_secs(15));
     }
-    Ok(Summary { counters, threshold: loaded.threshold, last_fault })
+    Ok(Summary { counters, threshold: loaded.threshold, last_fault, model_note })
 }
 
 #[cfg(test)]

@@ -195,14 +195,14 @@ fn a_missed_deadline_is_a_fail_and_the_next_frame_still_gets_a_verdict() -> anyh
     let cfg = StationConfig::parse(&text, &dir.path().join("station.toml"))?;
     let log = device::station::gpio::PinLog::default();
     let pin = |name| device::station::gpio::MockPin { name, log: log.clone() };
-    let hs = device::station::gpio::Handshake {
-        ready: pin("ready"),
-        busy: pin("busy"),
-        result_valid: pin("result_valid"),
-        pass: pin("pass"),
-        fail: pin("fail"),
-        pulse: Duration::from_millis(1),
-    };
+    let hs = device::station::gpio::Handshake::new(
+        pin("ready"),
+        pin("busy"),
+        pin("result_valid"),
+        pin("pass"),
+        pin("fail"),
+        Duration::from_millis(1),
+    );
     let s = station::run_with_gpio(&cfg, &AtomicBool::new(false), Some(hs))?;
     // 1 ms is far below one inference: both good parts are rejected, fail-safe.
     assert_eq!((s.counters.frames, s.counters.fails), (2, 2));
@@ -278,4 +278,53 @@ fn a_trigger_link_must_enable_the_trigger_command() {
     assert!(msg.contains("outputs.serial.commands") && msg.contains("trigger"), "{msg}");
     let ok = body.replace("[\"get_status\"]", "[\"get_status\", \"trigger\"]");
     assert!(config(dir.path(), &ok).is_ok());
+}
+
+/// A stop (what SIGTERM sets) that arrives while ResultValid is high: the pulse finishes (the part in
+/// hand keeps its result), the loop ends, and every line is left low, well within 2 s.
+#[test]
+fn a_stop_during_a_result_pulse_leaves_every_line_low() -> anyhow::Result<()> {
+    use device::station::gpio::{Handshake, MockPin, PinLog};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir()?;
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox)?;
+    std::fs::copy(sample("good_000.png"), inbox.join("1.png"))?;
+    let cfg = config(dir.path(), "[source]\nkind = \"folder\"\npath = \"inbox\"\npoll_ms = 20\n")?;
+    let log = PinLog::default();
+    let pin = |name| MockPin { name, log: log.clone() };
+    let pulse = Duration::from_millis(400);
+    let hs = Handshake::new(
+        pin("ready"),
+        pin("busy"),
+        pin("result_valid"),
+        pin("pass"),
+        pin("fail"),
+        pulse,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let station = {
+        let stop = stop.clone();
+        std::thread::spawn(move || station::run_with_gpio(&cfg, &stop, Some(hs)))
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    while !log.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.contains(&("result_valid", true)) {
+        anyhow::ensure!(Instant::now() < end, "no result pulse");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let stopped_at = Instant::now();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let s = station.join().map_err(|_| anyhow::anyhow!("station panicked"))??;
+    let took = stopped_at.elapsed();
+    assert!(took < Duration::from_secs(2), "stopping took {took:?}");
+    assert_eq!(s.counters.frames, 1);
+    let log = log.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    for line in ["ready", "busy", "result_valid", "pass", "fail"] {
+        let last = log.iter().rev().find(|(n, _)| *n == line).map(|(_, v)| *v);
+        assert_eq!(last, Some(false), "{line} not low at the end: {log:?}");
+    }
+    // The pulse was not cut short: Pass was high with ResultValid, then both went low.
+    let i = log.iter().position(|e| *e == ("result_valid", true)).unwrap_or(0);
+    assert!(log[..i].contains(&("pass", true)), "{log:?}");
+    Ok(())
 }

@@ -403,6 +403,17 @@ impl StationConfig {
                 return Err(bad("outputs.gpio", format!("line offsets must differ: {lines:?}")));
             }
         }
+        if let Some(g) = &c.outputs.gpio {
+            if g.pulse_ms == 0 || g.pulse_ms > super::gpio::MAX_PULSE_MS {
+                return Err(bad(
+                    "outputs.gpio.pulse_ms",
+                    format!(
+                        "must be 1 to {} (a stop waits for the pulse)",
+                        super::gpio::MAX_PULSE_MS
+                    ),
+                ));
+            }
+        }
         if let Some(d) = &c.outputs.disk {
             if d.keep == 0 {
                 return Err(bad("outputs.disk.keep", "must be >= 1".into()));

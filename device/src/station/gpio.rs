@@ -9,9 +9,17 @@
 //!
 //! The PLC treats a part as rejected unless it saw ResultValid with Pass within its own window: a
 //! missing result (station down, cable cut) means reject.
+//!
+//! Every way out drives the lines to the safe state (all low: not Ready, no result): the station's stop
+//! path calls [`Handshake::stop`], and dropping a handshake that was not stopped (an error return, a
+//! panic unwinding through the loop) does the same. A stop that arrives during a ResultValid pulse lets
+//! the pulse finish (at most [`MAX_PULSE_MS`]), so the part in hand keeps its result.
 use std::time::Duration;
 
 use embedded_hal::digital::OutputPin;
+
+/// The longest ResultValid pulse a configuration may ask for (a stop waits for it).
+pub const MAX_PULSE_MS: u64 = 1000;
 
 /// The five lines.
 pub struct Handshake<P: OutputPin> {
@@ -27,6 +35,8 @@ pub struct Handshake<P: OutputPin> {
     pub fail: P,
     /// ResultValid pulse.
     pub pulse: Duration,
+    /// Lines driven since [`Handshake::start`] and not yet made safe.
+    live: bool,
 }
 
 /// A GPIO write failed (the message says which line).
@@ -45,8 +55,14 @@ fn set<P: OutputPin>(p: &mut P, line: &'static str, high: bool) -> Result<(), Gp
 }
 
 impl<P: OutputPin> Handshake<P> {
+    /// The handshake on these lines (nothing is written until [`Handshake::start`]).
+    pub fn new(ready: P, busy: P, result_valid: P, pass: P, fail: P, pulse: Duration) -> Self {
+        Handshake { ready, busy, result_valid, pass, fail, pulse, live: false }
+    }
+
     /// All low, then Ready high (station up).
     pub fn start(&mut self) -> Result<(), GpioError> {
+        self.live = true;
         set(&mut self.result_valid, "result_valid", false)?;
         set(&mut self.pass, "pass", false)?;
         set(&mut self.fail, "fail", false)?;
@@ -78,11 +94,26 @@ impl<P: OutputPin> Handshake<P> {
 
     /// Station stopping: Ready low, everything else low.
     pub fn stop(&mut self) -> Result<(), GpioError> {
+        self.live = false;
         set(&mut self.ready, "ready", false)?;
         set(&mut self.busy, "busy", false)?;
         set(&mut self.result_valid, "result_valid", false)?;
         set(&mut self.pass, "pass", false)?;
         set(&mut self.fail, "fail", false)
+    }
+}
+
+impl<P: OutputPin> Drop for Handshake<P> {
+    /// The safe state on every exit that did not call [`Handshake::stop`] (errors, panics).
+    fn drop(&mut self) {
+        if self.live {
+            // Every line is tried even when one write fails.
+            let _ = set(&mut self.ready, "ready", false);
+            let _ = set(&mut self.busy, "busy", false);
+            let _ = set(&mut self.result_valid, "result_valid", false);
+            let _ = set(&mut self.pass, "pass", false);
+            let _ = set(&mut self.fail, "fail", false);
+        }
     }
 }
 
@@ -164,14 +195,14 @@ mod tests {
     fn mock() -> (Handshake<MockPin>, PinLog) {
         let log = PinLog::default();
         let pin = |name| MockPin { name, log: log.clone() };
-        let h = Handshake {
-            ready: pin("ready"),
-            busy: pin("busy"),
-            result_valid: pin("result_valid"),
-            pass: pin("pass"),
-            fail: pin("fail"),
-            pulse: Duration::from_millis(1),
-        };
+        let h = Handshake::new(
+            pin("ready"),
+            pin("busy"),
+            pin("result_valid"),
+            pin("pass"),
+            pin("fail"),
+            Duration::from_millis(1),
+        );
         (h, log)
     }
 
@@ -199,5 +230,40 @@ mod tests {
             ];
             assert_eq!(got, want);
         }
+    }
+
+    /// The level each line was left at (all five must have been written).
+    fn last_levels(log: &[(&'static str, bool)]) -> Vec<(&'static str, bool)> {
+        ["ready", "busy", "result_valid", "pass", "fail"]
+            .iter()
+            .map(|n| (*n, log.iter().rev().find(|(l, _)| l == n).map(|(_, v)| *v).unwrap_or(true)))
+            .collect()
+    }
+
+    #[test]
+    fn a_panic_with_a_result_on_the_lines_leaves_them_low() {
+        let (h, log) = mock();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let mut h = h;
+            h.start().unwrap();
+            h.begin().unwrap();
+            set(&mut h.pass, "pass", true).unwrap();
+            set(&mut h.result_valid, "result_valid", true).unwrap();
+            panic!("the loop panicked mid-pulse");
+        }));
+        assert!(r.is_err());
+        let log = log.lock().unwrap();
+        assert!(last_levels(&log).iter().all(|(_, v)| !v), "{:?}", last_levels(&log));
+        // A handshake that was stopped is not written again when dropped; one never started is not
+        // written at all.
+        let (mut h, log) = mock();
+        h.start().unwrap();
+        h.stop().unwrap();
+        let n = log.lock().unwrap().len();
+        drop(h);
+        assert_eq!(log.lock().unwrap().len(), n);
+        let (h, log) = mock();
+        drop(h);
+        assert!(log.lock().unwrap().is_empty());
     }
 }

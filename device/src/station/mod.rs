@@ -205,14 +205,14 @@ pub fn run_signalled(
     let gpio = match &cfg.outputs.gpio {
         Some(g) => {
             let pin = |line| gpio::CdevPin::open(&g.chip, line);
-            Some(gpio::Handshake {
-                ready: pin(g.ready)?,
-                busy: pin(g.busy)?,
-                result_valid: pin(g.result_valid)?,
-                pass: pin(g.pass)?,
-                fail: pin(g.fail)?,
-                pulse: Duration::from_millis(g.pulse_ms),
-            })
+            Some(gpio::Handshake::new(
+                pin(g.ready)?,
+                pin(g.busy)?,
+                pin(g.result_valid)?,
+                pin(g.pass)?,
+                pin(g.fail)?,
+                Duration::from_millis(g.pulse_ms),
+            ))
         }
         None => None,
     };

@@ -29,6 +29,7 @@ fn fault() -> impl Strategy<Value = Fault> {
         Just(Fault::Decode),
         Just(Fault::Engine),
         Just(Fault::DeadlineMissed),
+        Just(Fault::Busy),
         any::<u16>().prop_map(Fault::Other),
     ]
 }

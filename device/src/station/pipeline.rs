@@ -1,6 +1,10 @@
 //! Frame -> verdict with a deadline. The engine runs on a worker thread; the caller waits at most the
 //! inspection window. A late answer, an undecodable frame, an engine error or a panic all give a Fail
 //! with the fault named, and the next frame is inspected as usual (fail-safe, never a crash).
+//!
+//! Work is bounded: at most one frame in the engine and one waiting for it. A frame that finds both
+//! places taken (the engine stalled past two deadlines) is failed at once with fault `Busy` and never
+//! queued; once the engine catches up, the next frame gets its verdict as usual.
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -40,7 +44,13 @@ struct Job {
     data: FrameData,
 }
 
-type Answer = (u32, Result<(crate::engine::Inference, Vec<u8>, usize, usize), (Fault, String)>);
+/// What the worker makes of one frame: the inference and the decoded frame, or the fault.
+pub type Work = Result<(crate::engine::Inference, Vec<u8>, usize, usize), (Fault, String)>;
+
+type Answer = (u32, Work);
+
+/// Frames in the worker's hands (one inferring, one waiting) beyond which a frame is `Busy`.
+pub const MAX_OUTSTANDING: usize = 2;
 
 /// The inspection worker.
 pub struct Inspector {
@@ -49,6 +59,8 @@ pub struct Inspector {
     window: Duration,
     map_size: (usize, usize),
     map_range: (f32, f32),
+    /// Frames sent to the worker whose answer has not come back yet.
+    outstanding: usize,
 }
 
 /// Maps `lo..hi` onto `[0, 1]` (clamped); the identity for GLASS maps (0..1).
@@ -66,8 +78,6 @@ fn unit_range(mut map: Vec<f32>, (lo, hi): (f32, f32)) -> Vec<f32> {
 impl Inspector {
     /// Starts the worker thread that owns `engine`.
     pub fn new(engine: Engine, window: Duration, limits: DecodeLimits) -> Self {
-        let (jobs, job_rx) = mpsc::channel::<Job>();
-        let (ans_tx, answers) = mpsc::channel::<Answer>();
         let map_size = engine
             .manifest()
             .anomaly_map
@@ -78,40 +88,57 @@ impl Inspector {
         // `lo..hi` (GLASS 0..1, PatchCore the validation distance range) is mapped onto it.
         let map_range =
             engine.manifest().anomaly_map.as_ref().map(|m| (m.lo, m.hi)).unwrap_or((0.0, 1.0));
+        let work = move |data: FrameData| -> Work {
+            let (rgb, w, h) = match data {
+                FrameData::Rgb(rgb, w, h) => {
+                    limits.check_size(w, h).map_err(|e| (Fault::Decode, e))?;
+                    (rgb, w, h)
+                }
+                FrameData::Encoded(bytes) => decode_bytes(&bytes, &limits)
+                    .map_err(|e| (Fault::Decode, format!("decoding the frame: {e}")))?,
+            };
+            let inf = engine.infer_rgb(&rgb, w, h, true).map_err(|e| {
+                let f = match e {
+                    crate::engine::EngineError::Preprocess(_) => Fault::Decode,
+                    _ => Fault::Engine,
+                };
+                (f, e.to_string())
+            })?;
+            Ok((inf, rgb, w, h))
+        };
+        Self::with_work(work, window, map_size, map_range)
+    }
+
+    /// Starts a worker thread that runs `work` on each frame (the engine, or a stand-in in tests);
+    /// maps are `map_size` and span `map_range`.
+    pub fn with_work(
+        mut work: impl FnMut(FrameData) -> Work + Send + 'static,
+        window: Duration,
+        map_size: (usize, usize),
+        map_range: (f32, f32),
+    ) -> Self {
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (ans_tx, answers) = mpsc::channel::<Answer>();
         std::thread::Builder::new()
             .name("inspect".into())
             .spawn(move || {
                 for job in job_rx {
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let (rgb, w, h) = match job.data {
-                            FrameData::Rgb(rgb, w, h) => {
-                                limits.check_size(w, h).map_err(|e| (Fault::Decode, e))?;
-                                (rgb, w, h)
-                            }
-                            FrameData::Encoded(bytes) => decode_bytes(&bytes, &limits)
-                                .map_err(|e| (Fault::Decode, format!("decoding the frame: {e}")))?,
-                        };
-                        let inf = engine.infer_rgb(&rgb, w, h, true).map_err(|e| {
-                            let f = match e {
-                                crate::engine::EngineError::Preprocess(_) => Fault::Decode,
-                                _ => Fault::Engine,
-                            };
-                            (f, e.to_string())
-                        })?;
-                        Ok((inf, rgb, w, h))
-                    }))
-                    .unwrap_or_else(|_| Err((Fault::Engine, "the inspection panicked".into())));
+                    let r =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job.data)))
+                            .unwrap_or_else(|_| {
+                                Err((Fault::Engine, "the inspection panicked".into()))
+                            });
                     if ans_tx.send((job.seq, r)).is_err() {
                         break;
                     }
                 }
             })
             .ok();
-        Inspector { jobs, answers, window, map_size, map_range }
+        Inspector { jobs, answers, window, map_size, map_range, outstanding: 0 }
     }
 
     /// Inspects one frame against `threshold`.
-    pub fn inspect(&self, seq: u32, data: FrameData, threshold: f32) -> Outcome {
+    pub fn inspect(&mut self, seq: u32, data: FrameData, threshold: f32) -> Outcome {
         let t0 = Instant::now();
         let mut out = Outcome {
             seq,
@@ -125,15 +152,33 @@ impl Inspector {
             frame: None,
             latency_ms: 0.0,
         };
+        // Late answers to earlier frames free their places.
+        while self.answers.try_recv().is_ok() {
+            self.outstanding = self.outstanding.saturating_sub(1);
+        }
+        if self.outstanding >= MAX_OUTSTANDING {
+            out.fault = Fault::Busy;
+            out.error = Some(format!(
+                "the engine still has {} earlier frames (it missed their deadlines)",
+                self.outstanding
+            ));
+            out.latency_ms = t0.elapsed().as_secs_f64() * 1e3;
+            return out;
+        }
         if self.jobs.send(Job { seq, data }).is_err() {
             out.fault = Fault::Engine;
             out.error = Some("the inspection worker is gone".into());
             return out;
         }
+        self.outstanding += 1;
         let deadline = t0 + self.window;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.answers.recv_timeout(left) {
+            let answer = self.answers.recv_timeout(left);
+            if answer.is_ok() {
+                self.outstanding = self.outstanding.saturating_sub(1);
+            }
+            match answer {
                 Ok((s, _)) if s != seq => continue, // a late answer to an earlier frame
                 Ok((_, Ok((inf, rgb, w, h)))) => {
                     out.score = inf.score;
@@ -158,5 +203,65 @@ impl Inspector {
         }
         out.latency_ms = t0.elapsed().as_secs_f64() * 1e3;
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::sync_channel;
+
+    /// A worker whose score is the frame's first byte / 255; frame 1 stalls until released.
+    fn stalling() -> (Inspector, mpsc::SyncSender<()>) {
+        let (release, gate) = sync_channel::<()>(1);
+        let mut first = true;
+        let work = move |data: FrameData| -> Work {
+            if std::mem::take(&mut first) {
+                let _ = gate.recv();
+            }
+            let FrameData::Rgb(rgb, w, h) = data else { return Err((Fault::Decode, "rgb".into())) };
+            let score = f32::from(rgb[0]) / 255.0;
+            let inf = crate::engine::Inference {
+                score,
+                threshold: 0.5,
+                fail: score >= 0.5,
+                patch_scores: Vec::new(),
+                grid: (0, 0),
+                map: None,
+                timings: Default::default(),
+            };
+            Ok((inf, rgb, w, h))
+        };
+        (Inspector::with_work(work, Duration::from_millis(150), (0, 0), (0.0, 1.0)), release)
+    }
+
+    fn frame(v: u8) -> FrameData {
+        FrameData::Rgb(vec![v; 3 * 4 * 4], 4, 4)
+    }
+
+    #[test]
+    fn an_engine_that_stalls_once_fails_the_queued_frames_busy_and_then_recovers() {
+        let (mut insp, release) = stalling();
+        // 1 stalls in the engine, 2 waits behind it: both miss their deadline (Fail).
+        let o1 = insp.inspect(1, frame(0), 0.5);
+        assert_eq!((o1.fault, o1.fail), (Fault::DeadlineMissed, true));
+        let o2 = insp.inspect(2, frame(0), 0.5);
+        assert_eq!((o2.fault, o2.fail), (Fault::DeadlineMissed, true));
+        // Both places taken: 3 and 4 are Busy at once, never queued.
+        for seq in [3, 4] {
+            let t = Instant::now();
+            let o = insp.inspect(seq, frame(0), 0.5);
+            assert_eq!((o.fault, o.fail), (Fault::Busy, true));
+            assert!(t.elapsed() < Duration::from_millis(100), "a Busy frame waited");
+        }
+        // The engine catches up: the next frames get their own correct verdicts.
+        release.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let pass = insp.inspect(5, frame(10), 0.5);
+        assert_eq!((pass.fault, pass.fail), (Fault::None, false), "{:?}", pass.error);
+        assert!((pass.score - 10.0 / 255.0).abs() < 1e-6);
+        let fail = insp.inspect(6, frame(250), 0.5);
+        assert_eq!((fail.fault, fail.fail), (Fault::None, true));
+        assert!((fail.score - 250.0 / 255.0).abs() < 1e-6);
     }
 }

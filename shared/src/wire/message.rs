@@ -135,6 +135,9 @@ pub enum Fault {
     DeadlineMissed,
     /// A station-specific fault code not covered above.
     Other(u16),
+    /// The frame arrived while the engine had one frame in hand and one waiting (bounded work: it is
+    /// failed at once instead of queued). Appended after `Other`, so earlier encodings are unchanged.
+    Busy,
 }
 
 impl Fault {

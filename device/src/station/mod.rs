@@ -40,6 +40,8 @@ use config::{SourceConfig, Trigger};
 /// One stdout line per frame.
 #[derive(Debug, Serialize)]
 pub struct ResultLine<'a> {
+    /// Dedup key: boot time (ms, 13 digits) + frame number; the same in the MQTT result.
+    pub uid: &'a str,
     /// Frame number.
     pub seq: u32,
     /// Source file / frame label.
@@ -96,10 +98,9 @@ fn wire_map(map: &[f32], w: usize, h: usize) -> Option<AnomalyMap> {
     AnomalyMap::new(cw as u8, ch as u8, &cells).ok()
 }
 
-/// A result on `<prefix>/<station>/result`: the stdout line plus the dedup key and provenance.
+/// A result on `<prefix>/<station>/result`: the stdout line (with its dedup key `uid`) plus provenance.
 #[derive(Serialize)]
 struct MqttResult<'a> {
-    uid: &'a str,
     station: &'a str,
     timestamp_ms: u64,
     model_id: String,
@@ -117,6 +118,8 @@ struct StatusJson<'a> {
     passes: u32,
     fails: u32,
     spool_dropped: u32,
+    /// Results whose spool write failed (published directly at QoS 0 instead).
+    spool_failed: u32,
     last_fault: String,
     timestamp_ms: u64,
     /// The bundle in use (its folder name: `sha256(manifest.json)` for an installed bundle).
@@ -149,9 +152,16 @@ impl<'a> StatusJson<'a> {
             passes: c.passes,
             fails: c.fails,
             spool_dropped: c.spool_dropped,
+            spool_failed: 0,
             last_fault: format!("{f:?}"),
             timestamp_ms: now_ms(),
         }
+    }
+
+    /// With the MQTT output's spool-failure count.
+    fn with_spool(mut self, m: &mqtt::MqttOutput) -> Self {
+        self.spool_failed = m.spool_failed();
+        self
     }
 }
 
@@ -334,7 +344,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                     &counters,
                     last_fault,
                 );
-                m.status(serde_json::to_string(&st).unwrap_or_default());
+                m.status(serde_json::to_string(&st.with_spool(m)).unwrap_or_default());
             }
         }
         if cfg.max_frames.is_some_and(|m| u64::from(counters.frames) >= m) {
@@ -395,7 +405,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                     &counters,
                     last_fault,
                 );
-                m.status(serde_json::to_string(&st).unwrap_or_default());
+                m.status(serde_json::to_string(&st.with_spool(m)).unwrap_or_default());
             }
         }
         if let Some(rx) = &hw_trigger {
@@ -465,7 +475,10 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
             last_fault = outcome.fault;
         }
         let verdict = if outcome.fail { Verdict::Fail } else { Verdict::Pass };
+        // The dedup key of this result everywhere it is reported (boot time + frame number).
+        let uid = format!("{boot_ms:013}-{seq:010}");
         let line = ResultLine {
+            uid: &uid,
             seq,
             file: &frame.name,
             verdict,
@@ -475,6 +488,24 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
             error: outcome.error.as_deref(),
             latency_ms: outcome.latency_ms,
         };
+        // Into the MQTT spool first: a result shown anywhere is one the spool holds (a kill between
+        // the two can only leave a spooled result that stdout did not print, never the reverse).
+        if let Some(m) = &mqtt_out {
+            let j = MqttResult {
+                station: &cfg.station_id,
+                timestamp_ms: now_ms(),
+                model_id: loaded.mid.to_string(),
+                line: &line,
+            };
+            match serde_json::to_vec(&j) {
+                Ok(bytes) => {
+                    if let Err(e) = m.result(&uid, &bytes) {
+                        eprintln!("outputs.mqtt: {e}");
+                    }
+                }
+                Err(e) => eprintln!("outputs.mqtt: {e}"),
+            }
+        }
         if cfg.outputs.stdout {
             if let Ok(s) = serde_json::to_string(&line) {
                 println!("{s}");
@@ -499,22 +530,6 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
             }
         }
         if let Some(m) = &mqtt_out {
-            let uid = format!("{boot_ms:013}-{seq:010}");
-            let j = MqttResult {
-                uid: &uid,
-                station: &cfg.station_id,
-                timestamp_ms: now_ms(),
-                model_id: loaded.mid.to_string(),
-                line: &line,
-            };
-            match serde_json::to_vec(&j) {
-                Ok(bytes) => {
-                    if let Err(e) = m.result(&uid, &bytes) {
-                        eprintln!("outputs.mqtt: {e}");
-                    }
-                }
-                Err(e) => eprintln!("outputs.mqtt: {e}"),
-            }
             if let (Some(map), Some(f)) = (outcome.map.as_deref(), outcome.frame.as_ref()) {
                 if let Some(png) = map_png(f, map, outcome.map_size) {
                     m.map(png);
@@ -529,7 +544,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                 &counters,
                 last_fault,
             );
-            m.status(serde_json::to_string(&st).unwrap_or_default());
+            m.status(serde_json::to_string(&st.with_spool(m)).unwrap_or_default());
         }
         if outcome.fail {
             if let (Some(d), Some(f)) = (disk.as_mut(), outcome.frame.as_ref()) {

@@ -63,6 +63,7 @@ pub struct MqttOutput {
     client: Client,
     topic: String,
     spool: Arc<Spool>,
+    spool_failed: Arc<std::sync::atomic::AtomicU32>,
     commands: Receiver<MqttCommand>,
     connected: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -334,12 +335,39 @@ impl MqttOutput {
                 })
                 .map_err(|e| format!("mqtt thread: {e}"))?;
         }
-        Ok(MqttOutput { client, topic, spool, commands, connected, stop })
+        Ok(MqttOutput {
+            client,
+            topic,
+            spool,
+            commands,
+            connected,
+            stop,
+            spool_failed: Arc::new(std::sync::atomic::AtomicU32::new(0)),
+        })
     }
 
-    /// Queues one result (JSON) under `key` (sortable: publish order).
+    /// Queues one result (JSON) under `key` (sortable: publish order). When the spool cannot be
+    /// written (disk full, I/O error) the failure is counted ([`MqttOutput::spool_failed`]) and the
+    /// result is published directly, at QoS 0 (delivered when the broker is up; QoS 1 PUBACKs are
+    /// the spool's, matched by packet id); the error says which happened.
     pub fn result(&self, key: &str, json: &[u8]) -> Result<(), String> {
-        self.spool.push(key, json).map_err(|e| format!("spool: {e}"))
+        let Err(e) = self.spool.push(key, json) else { return Ok(()) };
+        self.spool_failed.fetch_add(1, Ordering::Relaxed);
+        let direct = self.client.try_publish(
+            format!("{}/result", self.topic),
+            QoS::AtMostOnce,
+            false,
+            json.to_vec(),
+        );
+        Err(match direct {
+            Ok(()) => format!("spool write failed ({e}); result {key} published directly"),
+            Err(d) => format!("spool write failed ({e}) and direct publish failed ({d})"),
+        })
+    }
+
+    /// Results whose spool write failed (each published directly instead, see [`MqttOutput::result`]).
+    pub fn spool_failed(&self) -> u32 {
+        self.spool_failed.load(Ordering::Relaxed)
     }
 
     /// Sends the heat-map PNG (QoS 0; dropped while disconnected).

@@ -30,6 +30,7 @@ fn fault() -> impl Strategy<Value = Fault> {
         Just(Fault::Engine),
         Just(Fault::DeadlineMissed),
         Just(Fault::Busy),
+        Just(Fault::NoFrame),
         any::<u16>().prop_map(Fault::Other),
     ]
 }

@@ -2,7 +2,9 @@
 //! a command is carried out only when its link enables it, a threshold only inside the bundle's
 //! `threshold.range`, and a new threshold is saved (atomically) in `state_dir/threshold.json` before it
 //! is applied.
+use std::collections::VecDeque;
 use std::path::Path;
+use std::time::Instant;
 
 use shared::wire::{AckCode, Command};
 
@@ -21,10 +23,21 @@ pub(super) fn threshold_file(state_dir: &Path) -> std::path::PathBuf {
     state_dir.join("threshold.json")
 }
 
+/// A trigger waiting for its frame: the request id it came with (none for a GPIO edge) and when.
+pub(super) struct PendingTrigger {
+    pub(super) id: Option<u32>,
+    pub(super) at: Instant,
+}
+
+/// Triggers that may wait at once; one more is refused with `Busy` (each still waiting gets its
+/// result, frame or `NoFrame`).
+pub(super) const MAX_PENDING_TRIGGERS: usize = 64;
+
 /// Carries out one line-side command (serial or MQTT, `via`) if that link enables it (`allowed`);
 /// a threshold must lie within `range` (the bundle's `threshold.range`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn apply(
+    id: u32,
     command: Command,
     via: Trigger,
     allowed: &[config::CommandName],
@@ -32,7 +45,7 @@ pub(super) fn apply(
     cfg: &StationConfig,
     model_sha: &str,
     threshold: &mut f32,
-    pending_triggers: &mut u32,
+    pending_triggers: &mut VecDeque<PendingTrigger>,
 ) -> AckCode {
     let name = match command {
         Command::SetThreshold(_) => config::CommandName::SetThreshold,
@@ -59,8 +72,13 @@ pub(super) fn apply(
             }
         }
         Command::SetThreshold(_) => AckCode::InvalidArgument,
+        Command::Trigger
+            if cfg.trigger == via && pending_triggers.len() >= MAX_PENDING_TRIGGERS =>
+        {
+            AckCode::Busy
+        }
         Command::Trigger if cfg.trigger == via => {
-            *pending_triggers += 1;
+            pending_triggers.push_back(PendingTrigger { id: Some(id), at: Instant::now() });
             AckCode::Ok
         }
         Command::Trigger => AckCode::Unsupported,

@@ -76,6 +76,9 @@ pub struct StationConfig {
     /// When to inspect: every new frame (free_run) or one frame per serial `Trigger` request.
     #[serde(default)]
     pub trigger: Trigger,
+    /// A trigger that finds no frame within this many milliseconds gets a Fail with fault `NoFrame`.
+    #[serde(default = "trigger_window_default")]
+    pub trigger_window_ms: u64,
     /// The digital input of `trigger = "gpio"`.
     #[serde(default)]
     pub gpio_trigger: Option<GpioTriggerConfig>,
@@ -258,6 +261,10 @@ pub struct GpioConfig {
     pub pulse_ms: u64,
 }
 
+fn trigger_window_default() -> u64 {
+    1000
+}
+
 fn pulse_default() -> u64 {
     50
 }
@@ -365,6 +372,9 @@ impl StationConfig {
         }
         if c.inspect_window_ms == 0 {
             return Err(bad("inspect_window_ms", "must be > 0".into()));
+        }
+        if c.trigger_window_ms == 0 {
+            return Err(bad("trigger_window_ms", "must be > 0".into()));
         }
         if c.trigger == Trigger::Serial && c.outputs.serial.is_none() {
             return Err(bad("trigger", "\"serial\" needs an [outputs.serial] section".into()));

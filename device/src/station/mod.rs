@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 use shared::wire::{
-    Ack, AckCode, AnomalyMap, Command, Counters, Fault, InspectionResult, Message, ModelId,
-    StationId, StationState, Status, Verdict,
+    Ack, AckCode, Command, Counters, Fault, InspectionResult, Message, ModelId, StationId,
+    StationState, Status, Verdict,
 };
 
 use crate::engine::Engine;
@@ -28,6 +27,7 @@ pub mod model;
 pub mod mqtt;
 pub mod notify;
 pub mod pipeline;
+pub mod record;
 pub mod serial;
 pub mod source;
 pub mod state;
@@ -36,32 +36,8 @@ pub mod trigger;
 use commands::apply;
 pub use config::StationConfig;
 use config::{SourceConfig, Trigger};
-
-/// One stdout line per frame.
-#[derive(Debug, Serialize)]
-pub struct ResultLine<'a> {
-    /// Dedup key: boot time (ms, 13 digits) + frame number; the same in the MQTT result.
-    pub uid: &'a str,
-    /// Frame number.
-    pub seq: u32,
-    /// Source file / frame label.
-    pub file: &'a str,
-    /// "pass" or "fail".
-    #[serde(serialize_with = "Verdict::serialize_lowercase")]
-    pub verdict: Verdict,
-    /// Score (absent when there is none).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub score: Option<f32>,
-    /// Threshold in force.
-    pub threshold: f32,
-    /// Fault name ("None" when none).
-    pub fault: String,
-    /// Fault text.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'a str>,
-    /// Frame-in to verdict.
-    pub latency_ms: f64,
-}
+pub use record::ResultLine;
+use record::{map_png, wire_map, MqttResult, StatusJson};
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -73,112 +49,6 @@ fn model_id(engine: &Engine) -> ModelId {
         .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
         .collect();
     ModelId::from_digest(&bytes).unwrap_or_default()
-}
-
-/// The map, averaged down to at most 64x64 cells and quantised to 0..=255 (wire form).
-fn wire_map(map: &[f32], w: usize, h: usize) -> Option<AnomalyMap> {
-    if w == 0 || h == 0 || map.len() != w * h {
-        return None;
-    }
-    let f = w.div_ceil(shared::wire::MAX_MAP_SIDE).max(h.div_ceil(shared::wire::MAX_MAP_SIDE));
-    let (cw, ch) = (w.div_ceil(f), h.div_ceil(f));
-    let mut cells = Vec::with_capacity(cw * ch);
-    for cy in 0..ch {
-        for cx in 0..cw {
-            let (mut s, mut n) = (0f32, 0f32);
-            for y in cy * f..((cy + 1) * f).min(h) {
-                for x in cx * f..((cx + 1) * f).min(w) {
-                    s += map[y * w + x];
-                    n += 1.0;
-                }
-            }
-            cells.push(((s / n.max(1.0)).clamp(0.0, 1.0) * 255.0).round() as u8);
-        }
-    }
-    AnomalyMap::new(cw as u8, ch as u8, &cells).ok()
-}
-
-/// A result on `<prefix>/<station>/result`: the stdout line (with its dedup key `uid`) plus provenance.
-#[derive(Serialize)]
-struct MqttResult<'a> {
-    station: &'a str,
-    timestamp_ms: u64,
-    model_id: String,
-    #[serde(flatten)]
-    line: &'a ResultLine<'a>,
-}
-
-/// The retained status on `<prefix>/<station>/status`.
-#[derive(Serialize)]
-struct StatusJson<'a> {
-    station: &'a str,
-    state: &'a str,
-    threshold: f32,
-    frames: u32,
-    passes: u32,
-    fails: u32,
-    spool_dropped: u32,
-    /// Results whose spool write failed (published directly at QoS 0 instead).
-    spool_failed: u32,
-    last_fault: String,
-    timestamp_ms: u64,
-    /// The bundle in use (its folder name: `sha256(manifest.json)` for an installed bundle).
-    bundle: String,
-    /// The last roll-back or reload, and how it ended.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model_note: Option<&'a str>,
-}
-
-impl<'a> StatusJson<'a> {
-    fn new(
-        station: &'a str,
-        state: &'a str,
-        l: &model::Loaded,
-        note: Option<&'a str>,
-        c: &Counters,
-        f: Fault,
-    ) -> Self {
-        StatusJson {
-            station,
-            state,
-            threshold: l.threshold,
-            bundle: l
-                .bundle
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            model_note: note,
-            frames: c.frames,
-            passes: c.passes,
-            fails: c.fails,
-            spool_dropped: c.spool_dropped,
-            spool_failed: 0,
-            last_fault: format!("{f:?}"),
-            timestamp_ms: now_ms(),
-        }
-    }
-
-    /// With the MQTT output's spool-failure count.
-    fn with_spool(mut self, m: &mqtt::MqttOutput) -> Self {
-        self.spool_failed = m.spool_failed();
-        self
-    }
-}
-
-/// PNG bytes of the map overlaid on the frame at map size.
-fn map_png(
-    frame: &(Vec<u8>, usize, usize),
-    map: &[f32],
-    (mw, mh): (usize, usize),
-) -> Option<Vec<u8>> {
-    let (rgb, w, h) = frame;
-    let img = image::RgbImage::from_raw(*w as u32, *h as u32, rgb.clone())?;
-    let small =
-        image::imageops::resize(&img, mw as u32, mh as u32, image::imageops::FilterType::Triangle);
-    let ov = crate::overlay::overlay(&small, map, 0.0, 1.0, 0.55);
-    let mut out = std::io::Cursor::new(Vec::new());
-    ov.write_to(&mut out, image::ImageFormat::Png).ok()?;
-    Some(out.into_inner())
 }
 
 /// Where frames come from.
@@ -308,7 +178,8 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
     let mut last_fault = Fault::None;
     let mut seq: u32 = 0;
     let mut status_seq: u32 = 0;
-    let mut pending_triggers: u32 = 0;
+    let mut pending_triggers = std::collections::VecDeque::<commands::PendingTrigger>::new();
+    let trigger_window = Duration::from_millis(cfg.trigger_window_ms);
     let status = |counters: &Counters, last_fault: Fault, l: &model::Loaded, seq: u32| Status {
         station_id: station_id.clone(),
         seq,
@@ -353,6 +224,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
         // Requests from the line (serial and MQTT), applied in arrival order per link.
         while let Some(req) = link.as_ref().and_then(|l| l.try_request()) {
             let code = apply(
+                req.id,
                 req.command,
                 Trigger::Serial,
                 cfg.outputs.serial.as_ref().map_or(&[][..], |s| &s.commands),
@@ -384,6 +256,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                     }
                 }
                 Some(k) => apply(
+                    c.id,
                     k,
                     Trigger::Mqtt,
                     mqtt_commands,
@@ -409,31 +282,58 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
             }
         }
         if let Some(rx) = &hw_trigger {
-            pending_triggers += rx.try_iter().count() as u32;
+            for _ in rx.try_iter() {
+                if pending_triggers.len() < commands::MAX_PENDING_TRIGGERS {
+                    let at = Instant::now();
+                    pending_triggers.push_back(commands::PendingTrigger { id: None, at });
+                }
+            }
         }
-        if cfg.trigger != Trigger::FreeRun && pending_triggers == 0 {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
+        // Triggered: each trigger gets exactly one result, in order: its frame, or a Fail with
+        // fault NoFrame once `trigger_window_ms` has passed without one.
+        let mut wait = Duration::from_millis(50);
+        let mut no_frame = None;
+        if cfg.trigger != Trigger::FreeRun {
+            let Some(front) = pending_triggers.front() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            match trigger_window.checked_sub(front.at.elapsed()) {
+                Some(left) if !left.is_zero() => wait = wait.min(left),
+                _ => no_frame = pending_triggers.pop_front(),
+            }
         }
-        let frame = match &mut source {
-            Source::Folder(f) => match f.next(Duration::from_millis(50)) {
+        let request_id = no_frame.as_ref().and_then(|t| t.id);
+        let is_no_frame = no_frame.is_some();
+        let frame = match (&mut source, no_frame) {
+            (_, Some(_)) => source::Frame {
+                name: "trigger".into(),
+                bytes: Err(format!("no frame within {} ms of the trigger", cfg.trigger_window_ms)),
+            },
+            (Source::Folder(f), None) => match f.next(wait) {
                 Some(frame) => frame,
                 None => continue,
             },
-            Source::Camera(c) => match c.capture() {
+            (Source::Camera(c), None) => match c.capture() {
                 Ok(frame) => frame,
                 Err(e) => {
                     // No frame: a fault in the status; a pending trigger still gets its (Fail) result.
                     last_fault = Fault::Camera;
                     eprintln!("{e}");
-                    if pending_triggers == 0 {
+                    if pending_triggers.is_empty() {
                         continue;
                     }
                     source::Frame { name: "camera".into(), bytes: Err(e) }
                 }
             },
         };
-        pending_triggers = pending_triggers.saturating_sub(1);
+        let request_id = match (request_id, cfg.trigger) {
+            (Some(id), _) => Some(id),
+            (None, Trigger::FreeRun) => None,
+            // The trigger this frame answers (a NoFrame result popped its own above).
+            (None, _) if is_no_frame => None,
+            (None, _) => pending_triggers.pop_front().and_then(|t| t.id),
+        };
         let threshold = loaded.threshold;
         seq = seq.wrapping_add(1);
         if let Some(g) = gpio.as_mut() {
@@ -448,7 +348,9 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                 fail: true,
                 score: f32::NAN,
                 threshold,
-                fault: if matches!(source, Source::Camera(_)) {
+                fault: if is_no_frame {
+                    Fault::NoFrame
+                } else if matches!(source, Source::Camera(_)) {
                     Fault::Camera
                 } else {
                     Fault::Decode
@@ -479,6 +381,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
         let uid = format!("{boot_ms:013}-{seq:010}");
         let line = ResultLine {
             uid: &uid,
+            request_id,
             seq,
             file: &frame.name,
             verdict,
@@ -565,18 +468,4 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
         m.close(Duration::from_secs(15));
     }
     Ok(Summary { counters, threshold: loaded.threshold, last_fault, model_note })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wire_map_averages_down_to_64_cells() {
-        let m = vec![1.0f32; 160 * 160];
-        let w = wire_map(&m, 160, 160).unwrap();
-        assert_eq!((w.width(), w.height()), (54, 54));
-        assert!(w.cells().iter().all(|&c| c == 255));
-        assert!(wire_map(&m, 10, 10).is_none());
-    }
 }

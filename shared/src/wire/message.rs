@@ -138,6 +138,8 @@ pub enum Fault {
     /// The frame arrived while the engine had one frame in hand and one waiting (bounded work: it is
     /// failed at once instead of queued). Appended after `Other`, so earlier encodings are unchanged.
     Busy,
+    /// A trigger found no frame within the station's trigger window (its result is this Fail).
+    NoFrame,
 }
 
 impl Fault {

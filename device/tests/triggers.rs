@@ -1,0 +1,107 @@
+//! Triggered inspection is matched: every trigger gets exactly one result, in order, echoing its
+//! request id: its frame, or a Fail with fault `NoFrame` when no frame came within
+//! `trigger_window_ms`. Three serial triggers with one file in the folder: one judged result and two
+//! `NoFrame` Fails, on stdout (with `request_id`) and on the serial line.
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use shared::wire::{self, AckCode, Fault, FrameDecoder, Message, Request};
+
+fn demo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
+}
+
+#[test]
+fn three_triggers_one_file_give_one_result_and_two_no_frame_fails() -> anyhow::Result<()> {
+    use nix::pty::openpty;
+    use nix::sys::termios;
+    let pty = openpty(None, None)?;
+    for fd in [&pty.master, &pty.slave] {
+        let mut t = termios::tcgetattr(fd)?;
+        termios::cfmakeraw(&mut t);
+        termios::tcsetattr(fd, termios::SetArg::TCSANOW, &t)?;
+    }
+    let slave_path = nix::unistd::ttyname(&pty.slave)?;
+    let mut master = std::fs::File::from(pty.master);
+    let mut reader = master.try_clone()?;
+    let (tx, rx) = std::sync::mpsc::channel::<Message>();
+    std::thread::spawn(move || {
+        let mut dec = FrameDecoder::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            dec.feed(&buf[..n], |m| {
+                if let Ok(m) = m {
+                    let _ = tx.send(m);
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir()?;
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox)?;
+    std::fs::copy(demo().join("samples/good_000.png"), inbox.join("only.png"))?;
+    let cfg = dir.path().join("station.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "station_id = \"trg\"\nmodel = \"{}\"\ninspect_window_ms = 20000\nstate_dir = \"state\"\n\
+             max_frames = 3\ntrigger = \"serial\"\ntrigger_window_ms = 400\n\
+             [source]\nkind = \"folder\"\npath = \"inbox\"\npoll_ms = 10\n\
+             [outputs.serial]\nport = \"{}\"\ncommands = [\"trigger\"]\n",
+            demo().display(),
+            slave_path.display()
+        ),
+    )?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_device"))
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut out = Vec::new();
+    for id in [11, 12, 13] {
+        out.extend(wire::encode_frame_vec(&Message::Request(Request {
+            id,
+            command: wire::Command::Trigger,
+        }))?);
+    }
+    let written = master.write_all(&out);
+    let lines: Vec<serde_json::Value> = BufReader::new(child.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    let status = child.wait()?;
+    written?;
+    let mut err = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut err)?;
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["request_id"], 11, "{}", lines[0]);
+    assert!(lines[0]["file"].as_str().is_some_and(|f| f.ends_with("only.png")), "{}", lines[0]);
+    assert_eq!(lines[0]["fault"], "None");
+    assert_eq!(lines[0]["verdict"], "pass");
+    for (l, id) in lines[1..].iter().zip([12, 13]) {
+        assert_eq!(l["request_id"], id, "{l}");
+        assert_eq!(l["fault"], "NoFrame", "{l}");
+        assert_eq!(l["verdict"], "fail", "{l}");
+    }
+    // The serial line: three acks, then the three results in trigger order.
+    let mut acks = Vec::new();
+    let mut faults = Vec::new();
+    while faults.len() < 3 {
+        match rx.recv_timeout(Duration::from_secs(10))? {
+            Message::Ack(a) => acks.push((a.id, a.code)),
+            Message::Inspection(r) => faults.push(r.fault),
+            _ => {}
+        }
+    }
+    assert_eq!(acks, [(11, AckCode::Ok), (12, AckCode::Ok), (13, AckCode::Ok)]);
+    assert_eq!(faults, [Fault::None, Fault::NoFrame, Fault::NoFrame]);
+    Ok(())
+}

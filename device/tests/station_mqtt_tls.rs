@@ -217,6 +217,14 @@ fn mutual_tls_acl_and_command_rules_on_a_real_broker() -> anyhow::Result<()> {
         let two = |s: &Seen| s.iter().filter(|(t, _)| t.ends_with("/result")).count() >= 2;
         ensure!(wait_for(&two, 60), "results did not arrive: {seen:?}");
         let summary = station.join().map_err(|_| anyhow::anyhow!("station panicked"))??;
+        // A clean stop says `stopping`, then leaves the status `"offline"` as the last will would.
+        let status_of = |s: &Seen, want: &str| {
+            s.iter().any(|(t, v)| t.ends_with("/status") && (v == want || v["state"] == want))
+        };
+        ensure!(
+            wait_for(&|s: &Seen| status_of(s, "stopping") && status_of(s, "offline"), 10),
+            "no stopping / offline status at the end: {seen:?}"
+        );
 
         let code = |id: u64| {
             seen.iter()

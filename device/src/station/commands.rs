@@ -29,6 +29,40 @@ pub(super) struct PendingTrigger {
     pub(super) at: Instant,
 }
 
+/// Commands a link may send per second (a burst of as many is allowed); more are answered `Busy`.
+pub(super) const COMMANDS_PER_SECOND: f64 = 20.0;
+
+/// Commands taken from one link per pass of the station loop, so that a flood cannot hold frames up.
+pub(super) const COMMANDS_PER_PASS: usize = 8;
+
+/// A token bucket per link (see [`COMMANDS_PER_SECOND`]).
+pub(super) struct RateLimit {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit { tokens: COMMANDS_PER_SECOND, last: Instant::now() }
+    }
+}
+
+impl RateLimit {
+    /// Takes a token if there is one.
+    pub(super) fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * COMMANDS_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(COMMANDS_PER_SECOND);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Triggers that may wait at once; one more is refused with `Busy` (each still waiting gets its
 /// result, frame or `NoFrame`).
 pub(super) const MAX_PENDING_TRIGGERS: usize = 64;
@@ -83,5 +117,20 @@ pub(super) fn apply(
         }
         Command::Trigger => AckCode::Unsupported,
         Command::GetStatus => AckCode::Ok,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_limited_to_the_rate() {
+        let mut r = RateLimit::default();
+        let allowed = (0..1000).filter(|_| r.allow()).count();
+        // The burst, plus what refills while the loop runs (well under a millisecond).
+        assert!((20..=21).contains(&allowed), "{allowed}");
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        assert!(r.allow() && r.allow(), "tokens refill at 20 per second");
     }
 }

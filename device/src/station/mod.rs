@@ -180,6 +180,8 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
     let mut status_seq: u32 = 0;
     let mut pending_triggers = std::collections::VecDeque::<commands::PendingTrigger>::new();
     let trigger_window = Duration::from_millis(cfg.trigger_window_ms);
+    let (mut serial_rate, mut mqtt_rate) =
+        (commands::RateLimit::default(), commands::RateLimit::default());
     let status = |counters: &Counters, last_fault: Fault, l: &model::Loaded, seq: u32| Status {
         station_id: station_id.clone(),
         seq,
@@ -221,19 +223,26 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
         if cfg.max_frames.is_some_and(|m| u64::from(counters.frames) >= m) {
             break;
         }
-        // Requests from the line (serial and MQTT), applied in arrival order per link.
-        while let Some(req) = link.as_ref().and_then(|l| l.try_request()) {
-            let code = apply(
-                req.id,
-                req.command,
-                Trigger::Serial,
-                cfg.outputs.serial.as_ref().map_or(&[][..], |s| &s.commands),
-                loaded.threshold_range,
-                cfg,
-                &loaded.model_sha,
-                &mut loaded.threshold,
-                &mut pending_triggers,
-            );
+        // Requests from the line (serial and MQTT), applied in arrival order per link; a few per pass
+        // and at most COMMANDS_PER_SECOND per link (more: Busy), so a flood cannot stop inspection.
+        for req in std::iter::from_fn(|| link.as_ref().and_then(|l| l.try_request()))
+            .take(commands::COMMANDS_PER_PASS)
+        {
+            let code = if !serial_rate.allow() {
+                AckCode::Busy
+            } else {
+                apply(
+                    req.id,
+                    req.command,
+                    Trigger::Serial,
+                    cfg.outputs.serial.as_ref().map_or(&[][..], |s| &s.commands),
+                    loaded.threshold_range,
+                    cfg,
+                    &loaded.model_sha,
+                    &mut loaded.threshold,
+                    &mut pending_triggers,
+                )
+            };
             if let Some(l) = &link {
                 let _ = l.send(&Message::Ack(Ack { id: req.id, code }));
                 if req.command == Command::GetStatus {
@@ -243,9 +252,12 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                 }
             }
         }
-        while let Some(c) = mqtt_out.as_ref().and_then(|m| m.try_command()) {
+        for c in std::iter::from_fn(|| mqtt_out.as_ref().and_then(|m| m.try_command()))
+            .take(commands::COMMANDS_PER_PASS)
+        {
             let mqtt_commands = cfg.outputs.mqtt.as_ref().map_or(&[][..], |m| &m.commands);
             let code = match c.to_command() {
+                _ if !mqtt_rate.allow() => AckCode::Busy,
                 None if c.command == config::CommandName::LoadModel.name() => {
                     if mqtt_commands.contains(&config::CommandName::LoadModel) {
                         reloader.request(cfg, &trusted);
@@ -465,7 +477,17 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
     }
     if let Some(m) = mqtt_out {
         counters.spool_dropped = m.dropped();
-        m.close(Duration::from_secs(15));
+        let st = StatusJson::new(
+            &cfg.station_id,
+            "stopping",
+            &loaded,
+            model_note.as_deref(),
+            &counters,
+            last_fault,
+        );
+        m.status(serde_json::to_string(&st.with_spool(&m)).unwrap_or_default());
+        // What the spool can send in 2 s goes now; the rest stays on disk for the next start.
+        m.close(Duration::from_secs(2));
     }
     Ok(Summary { counters, threshold: loaded.threshold, last_fault, model_note })
 }

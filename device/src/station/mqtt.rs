@@ -407,14 +407,25 @@ impl MqttOutput {
         self.spool.len()
     }
 
-    /// Waits up to `timeout` for the spool to drain, then stops (entries left stay on disk and are
-    /// sent by the next start).
+    /// Waits up to `timeout` for the spool to drain, then leaves the way the last will would: the
+    /// retained status becomes `"offline"`, then a clean disconnect (entries left stay on disk and
+    /// are sent by the next start).
     pub fn close(self, timeout: Duration) {
         let end = Instant::now() + timeout;
         while self.spool.len() > 0 && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.stop.store(true, Ordering::Relaxed);
+        if self.connected.load(Ordering::Relaxed) {
+            let _ = self.client.try_publish(
+                format!("{}/status", self.topic),
+                QoS::AtMostOnce,
+                true,
+                "\"offline\"",
+            );
+        }
         let _ = self.client.try_disconnect();
+        // The event loop sends the status and the DISCONNECT before it is told to stop.
+        std::thread::sleep(Duration::from_millis(100));
+        self.stop.store(true, Ordering::Relaxed);
     }
 }

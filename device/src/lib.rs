@@ -6,7 +6,7 @@
 
 // The engine, one-image inspection and overlays live in the `runtime` crate (shared with the host
 // trainer); re-exported so `device::engine` etc. stay the station's paths.
-pub use runtime::{engine, golden, inspect, overlay};
+pub use runtime::{engine, golden, inspect, overlay, profile};
 pub mod selftest;
 pub mod station;
 pub mod store;

@@ -106,6 +106,10 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also time every op of the optimised tract plan (median per node over `--runs`) and print
+        /// the totals per op kind and the slowest nodes (JSON: a `profile` field).
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -131,6 +135,23 @@ fn load_engine(a: &ModelArgs) -> Result<Engine> {
         );
     }
     Ok(engine)
+}
+
+/// The per-op profile as two tables: op kinds, then the slowest nodes.
+fn print_profile(p: &device::profile::Profile) {
+    println!(
+        "\nplan profile ({} runs, medians per node; sum {:.2} ms, which includes tract's per-node overhead)",
+        p.runs, p.total_ms
+    );
+    println!("  {:<28} {:>6} {:>10} {:>7}", "op kind", "nodes", "ms", "share");
+    for k in &p.kinds {
+        println!("  {:<28} {:>6} {:>10.3} {:>6.1}%", k.op, k.nodes, k.ms, 100.0 * k.share);
+    }
+    println!("\n  {:<5} {:<40} {:<22} {:>9}", "node", "name", "op", "ms");
+    for n in p.nodes.iter().take(15) {
+        let name: String = n.name.chars().take(40).collect();
+        println!("  {:<5} {:<40} {:<22} {:>9.3}", n.id, name, n.op, n.ms);
+    }
 }
 
 fn main() -> Result<ExitCode> {
@@ -252,13 +273,22 @@ fn main() -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Bench { m, runs, image, json } => {
+        Cmd::Bench { m, runs, image, json, profile } => {
             let engine = load_engine(&m)?;
             let model = &m.model;
             let r = device::inspect::bench(&engine, image.as_deref(), runs.max(1), m.threads)
                 .map_err(anyhow::Error::msg)?;
+            let prof = if profile {
+                Some(engine.profile(runs.max(1)).context("profiling the plan")?)
+            } else {
+                None
+            };
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                let mut v = serde_json::to_value(&r)?;
+                if let (Some(p), Some(o)) = (&prof, v.as_object_mut()) {
+                    o.insert("profile".into(), serde_json::to_value(p)?);
+                }
+                println!("{v}");
             } else {
                 println!(
                     "{} {} threads={} input {} ({} runs, medians)",
@@ -281,6 +311,9 @@ fn main() -> Result<ExitCode> {
                 match r.peak_rss_kb {
                     Some(kb) => println!("  peak RSS {:.1} MiB", kb as f64 / 1024.0),
                     None => println!("  peak RSS n/a"),
+                }
+                if let Some(p) = &prof {
+                    print_profile(p);
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -154,7 +154,7 @@ pub struct Engine {
     dir: PathBuf,
     precision: Precision,
     model_path: PathBuf,
-    plan: Arc<TypedRunnableModel>,
+    pub(crate) plan: Arc<TypedRunnableModel>,
     /// Resampling tables for the last frame size (a station's camera keeps one size).
     preprocessor: std::sync::Mutex<Option<Preprocessor>>,
     /// Threshold in force (starts at the manifest's; the station may change it).

@@ -12,3 +12,4 @@ pub mod engine;
 pub mod golden;
 pub mod inspect;
 pub mod overlay;
+pub mod profile;

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""`scripts/bench`'s measuring part (see that script). Rounds alternate the engines so that both see
+the same machine load: per round, `device bench --json` (fp32, then int8 when the bundle has it) and
+onnxruntime on the same ONNX files; medians per round, then the median and range over rounds."""
+import argparse
+import json
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+
+def device_bench(a, precision):
+    cmd = [a.device, "bench", "--model", a.bundle, f"--{precision}", "--threads", str(a.threads),
+           "--runs", str(a.runs), "--json"]
+    if a.image:
+        cmd += ["--image", a.image]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def ort_session(path, threads):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_bench(sess, x, runs):
+    feed = {sess.get_inputs()[0].name: x}
+    sess.run(None, feed)
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        ts.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(ts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bundle")
+    ap.add_argument("--device", required=True)
+    ap.add_argument("--build", default="dev")
+    ap.add_argument("--image")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    bundle = pathlib.Path(a.bundle)
+    m = json.loads((bundle / "manifest.json").read_text())
+    files = m["files"]
+    inp = m["input"]
+    shape = (1, inp["channels"], inp["height"], inp["width"])
+    golden = bundle / "golden.npz"
+    if golden.exists():
+        x = np.load(golden)["input"][:1].astype(np.float32).reshape(shape)
+    else:
+        x = np.zeros(shape, np.float32)
+    precisions = ["fp32"] + (["int8"] if files.get("int8") else [])
+    sessions = {p: ort_session(bundle / files[p]["path"], a.threads) for p in precisions}
+    rows = {f"{k}_{p}": [] for p in precisions for k in ("device", "ort")}
+    frame = {p: [] for p in precisions}
+    rss = []
+    for r in range(a.rounds):
+        for p in precisions:
+            d = device_bench(a, p)
+            rows[f"device_{p}"].append(d["infer_ms"])
+            frame[p].append(d["total_ms"])
+            if d.get("peak_rss_kb"):
+                rss.append(d["peak_rss_kb"] / 1024)
+            rows[f"ort_{p}"].append(ort_bench(sessions[p], x, a.runs))
+        done = ", ".join(f"{k} {v[-1]:.1f}" for k, v in rows.items())
+        print(f"round {r + 1}/{a.rounds}: {done} ms", file=sys.stderr)
+
+    def med(v):
+        return round(statistics.median(v), 2) if v else None
+
+    def rng(v):
+        return f"{min(v):.1f}-{max(v):.1f}" if v else "-"
+
+    print(f"{bundle} {inp['width']}x{inp['height']}, {a.threads} thread(s), {a.runs} runs x "
+          f"{a.rounds} rounds, device build: {a.build}, {platform.machine()}")
+    print(f"  {'engine':<10} {'precision':<9} {'inference ms (median)':>22} {'range over rounds':>18} "
+          f"{'whole frame ms':>15}")
+    for p in precisions:
+        print(f"  {'device':<10} {p:<9} {med(rows[f'device_{p}']):>22} {rng(rows[f'device_{p}']):>18} "
+              f"{med(frame[p]):>15}")
+        print(f"  {'onnxrt':<10} {p:<9} {med(rows[f'ort_{p}']):>22} {rng(rows[f'ort_{p}']):>18} "
+              f"{'-':>15}")
+    best = min(precisions, key=lambda p: med(rows[f"device_{p}"]))
+    out = {
+        "bundle": str(bundle),
+        "input": f"{inp['width']}x{inp['height']}",
+        "threads": a.threads,
+        "runs": a.runs,
+        "rounds": a.rounds,
+        "build": a.build,
+        "machine": f"{platform.machine()} {platform.system().lower()}",
+        "onnxruntime": ort.__version__,
+        "device_fp32_ms": med(rows["device_fp32"]),
+        "device_int8_ms": med(rows.get("device_int8", [])),
+        "ort_fp32_ms": med(rows["ort_fp32"]),
+        "ort_int8_ms": med(rows.get("ort_int8", [])),
+        "device_frame_ms": med(frame[best]),
+        "device_best_precision": best,
+        "device_peak_rss_mb": round(max(rss), 1) if rss else None,
+        "ratio": round(med(rows[f"device_{best}"]) / med(rows["ort_fp32"]), 3),
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

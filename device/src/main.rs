@@ -156,6 +156,15 @@ fn print_profile(p: &device::profile::Profile) {
 
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
+    // The station's log: stderr (journald under systemd), `RUST_LOG` filters (default info), colours
+    // only on a terminal.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match cli.cmd {
         Cmd::WireSelftest { chunk, json } => {
             let r = device::selftest::run(chunk);

@@ -87,7 +87,7 @@ pub(super) fn apply(
         Command::GetStatus => config::CommandName::GetStatus,
     };
     if !allowed.contains(&name) {
-        eprintln!("command {} refused: not enabled on this link", name.name());
+        tracing::warn!("command {} refused: not enabled on this link", name.name());
         return AckCode::Unsupported;
     }
     match command {

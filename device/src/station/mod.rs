@@ -203,9 +203,11 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
             reloader.request(cfg, &trusted);
         }
         if let Some((new, note)) = reloader.poll(cfg) {
-            eprintln!("{note}");
             if let Some(n) = new {
+                tracing::info!("{note}");
                 loaded = n;
+            } else {
+                tracing::warn!("{note}");
             }
             model_note = Some(note);
             if let Some(m) = &mqtt_out {
@@ -263,7 +265,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                         reloader.request(cfg, &trusted);
                         AckCode::Ok
                     } else {
-                        eprintln!("command load_model refused: not enabled on this link");
+                        tracing::warn!("command load_model refused: not enabled on this link");
                         AckCode::Unsupported
                     }
                 }
@@ -331,7 +333,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                 Err(e) => {
                     // No frame: a fault in the status; a pending trigger still gets its (Fail) result.
                     last_fault = Fault::Camera;
-                    eprintln!("{e}");
+                    tracing::warn!("{e}");
                     if pending_triggers.is_empty() {
                         continue;
                     }
@@ -350,7 +352,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
         seq = seq.wrapping_add(1);
         if let Some(g) = gpio.as_mut() {
             if let Err(e) = g.begin() {
-                eprintln!("{e}");
+                tracing::warn!("{e}");
             }
         }
         let outcome = match frame.bytes {
@@ -376,7 +378,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
         };
         if let Some(g) = gpio.as_mut() {
             if let Err(e) = g.finish(outcome.fail) {
-                eprintln!("{e}");
+                tracing::warn!("{e}");
             }
         }
         counters.frames = counters.frames.wrapping_add(1);
@@ -415,10 +417,10 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
             match serde_json::to_vec(&j) {
                 Ok(bytes) => {
                     if let Err(e) = m.result(&uid, &bytes) {
-                        eprintln!("outputs.mqtt: {e}");
+                        tracing::warn!("outputs.mqtt: {e}");
                     }
                 }
-                Err(e) => eprintln!("outputs.mqtt: {e}"),
+                Err(e) => tracing::warn!("outputs.mqtt: {e}"),
             }
         }
         if cfg.outputs.stdout {
@@ -441,7 +443,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                 anomaly_map: outcome.map.as_deref().and_then(|m| wire_map(m, mw, mh)),
             };
             if let Err(e) = l.send(&Message::Inspection(r)) {
-                eprintln!("{e}");
+                tracing::warn!("{e}");
             }
         }
         if let Some(m) = &mqtt_out {
@@ -466,7 +468,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                 let (mw, mh) = outcome.map_size;
                 let map = outcome.map.as_deref().map(|m| (m, mw, mh));
                 if let Err(e) = d.store(seq, &frame.name, f, map) {
-                    eprintln!("outputs.disk: {e}");
+                    tracing::warn!("outputs.disk: {e}");
                 }
             }
         }

@@ -50,7 +50,7 @@ fn load_engine(cfg: &StationConfig, trusted: &[PublicKey], path: &Path) -> Resul
         .map_err(|e: EngineError| anyhow::Error::new(e))
         .with_context(|| format!("the model bundle {}", path.display()))?;
     if let Some(t) = engine.self_test() {
-        eprintln!(
+        tracing::info!(
             "self-test of {}: {} golden image(s), largest difference {:.2e} (tolerance {:.2e})",
             dir.display(),
             t.images,
@@ -78,7 +78,7 @@ fn wrap(cfg: &StationConfig, engine: Engine) -> Loaded {
                 threshold = s.threshold
             }
             Ok(_) => {}
-            Err(e) => eprintln!("ignoring {}: {e}", threshold_file(&cfg.state_dir).display()),
+            Err(e) => tracing::warn!("ignoring {}: {e}", threshold_file(&cfg.state_dir).display()),
         }
     }
     let inspector =
@@ -105,7 +105,7 @@ pub fn start(cfg: &StationConfig, trusted: &[PublicKey]) -> Result<(Loaded, Opti
         .with_context(|| format!("{first:#}; rolling back to {} failed too", previous.display()))?;
     let id = store.roll_back().with_context(|| format!("{first:#}; rolling back"))?;
     let note = format!("rolled back to bundle {id}: {first:#}");
-    eprintln!("{note}");
+    tracing::warn!("{note}");
     Ok((wrap(cfg, engine), Some(note)))
 }
 
@@ -129,7 +129,7 @@ impl Reloader {
         });
         match spawned {
             Ok(_) => self.pending = Some(rx),
-            Err(e) => eprintln!("reload: cannot start the loader thread: {e}"),
+            Err(e) => tracing::error!("reload: cannot start the loader thread: {e}"),
         }
     }
 

@@ -83,7 +83,7 @@ impl Spool {
         std::fs::create_dir_all(dir)?;
         let stale = super::state::clean_stale_tmp(dir);
         if stale > 0 {
-            eprintln!(
+            tracing::warn!(
                 "outputs.mqtt: removed {stale} unfinished spool write(s) in {}",
                 dir.display()
             );
@@ -110,7 +110,7 @@ impl Spool {
             ok
         });
         if bad > 0 {
-            eprintln!(
+            tracing::warn!(
                 "outputs.mqtt: {bad} empty or corrupt spool entr(ies) moved to {}",
                 quarantine.display()
             );
@@ -202,10 +202,11 @@ impl MqttOutput {
         } else {
             // Said once at start, where an integrator reads the log: the link is readable and
             // writable by anyone on the network path.
-            eprintln!(
-                "warning: outputs.mqtt talks plaintext to {}:{}: results, credentials and commands \
+            tracing::warn!(
+                "outputs.mqtt talks plaintext to {}:{}: results, credentials and commands \
                  travel unencrypted; set tls = true with ca_file (and client_cert / client_key)",
-                cfg.host, cfg.port
+                cfg.host,
+                cfg.port
             );
             if cfg.client_cert.is_some() || cfg.client_key.is_some() {
                 return Err("outputs.mqtt: client_cert / client_key need tls = true".into());
@@ -259,7 +260,7 @@ impl MqttOutput {
                                 // A retained command is a stale one: the broker replays it at every
                                 // (re)connect, so it would be applied again and again.
                                 if p.retain {
-                                    eprintln!(
+                                    tracing::warn!(
                                         "outputs.mqtt: ignoring a retained message on {}",
                                         p.topic
                                     );

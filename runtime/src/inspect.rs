@@ -4,46 +4,75 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
-use shared::wire::Verdict;
+use shared::wire::{Fault, Verdict};
 
 use crate::engine::{decode_file, Engine, Inference};
 use crate::overlay::overlay;
 
-/// One `device inspect` line.
+/// One inspected image or frame as `device inspect`, the station's stdout and its MQTT results print
+/// it (one JSON object per line; the station's MQTT result adds `station`, `timestamp_ms` and
+/// `model_id`). Fields a producer has no value for are left out, never invented.
 #[derive(Debug, Clone, Serialize)]
-pub struct InspectLine {
-    /// The image file.
+pub struct InspectionRecord {
+    /// Dedup key of a station result: boot time (ms, 13 digits) + frame number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// The id of the trigger request a station result answers (serial / MQTT triggers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<u32>,
+    /// The station's frame number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u32>,
+    /// The image file or frame label.
     pub file: String,
-    /// "pass", "fail" or "error".
+    /// "pass", "fail" or (`device inspect` only) "error"; a station reports every fault as "fail".
     #[serde(serialize_with = "Verdict::serialize_lowercase")]
     pub verdict: Verdict,
-    /// Image score (absent on error).
+    /// Image score (absent when there is none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub score: Option<f32>,
     /// Threshold in force.
     pub threshold: f32,
-    /// Decode + preprocess + inference + post-processing, milliseconds.
-    pub latency_ms: f64,
-    /// What went wrong (verdict "error").
+    /// The station's fault for this frame (`"None"` when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    /// What went wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Overlay PNG written for this image.
+    /// Frame-in to verdict (decode + preprocess + inference + post-processing), milliseconds.
+    pub latency_ms: f64,
+    /// Overlay PNG written for this image (`device inspect --save-maps`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub map: Option<String>,
 }
 
+impl InspectionRecord {
+    /// A record of `file` with this verdict and threshold and nothing else yet.
+    pub fn new(file: String, verdict: Verdict, threshold: f32) -> Self {
+        InspectionRecord {
+            uid: None,
+            request_id: None,
+            seq: None,
+            file,
+            verdict,
+            score: None,
+            threshold,
+            fault: None,
+            error: None,
+            latency_ms: 0.0,
+            map: None,
+        }
+    }
+}
+
+/// The name `device inspect`'s line had before the station shared it.
+pub type InspectLine = InspectionRecord;
+
 /// Inspects one file; never panics on bad input: errors become verdict "error" naming the file.
 pub fn inspect_file(engine: &Engine, file: &Path, save_maps: Option<&Path>) -> InspectLine {
     let t0 = Instant::now();
-    let mut line = InspectLine {
-        file: file.display().to_string(),
-        verdict: Verdict::Error,
-        score: None,
-        threshold: engine.threshold(),
-        latency_ms: 0.0,
-        error: None,
-        map: None,
-    };
+    let mut line =
+        InspectionRecord::new(file.display().to_string(), Verdict::Error, engine.threshold());
     let res = (|| -> Result<(Inference, Vec<u8>, usize, usize), String> {
         let (rgb, w, h) = decode_file(file)?;
         let inf = engine

@@ -394,16 +394,14 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
         // The dedup key of this result everywhere it is reported (boot time + frame number).
         let uid = format!("{boot_ms:013}-{seq:010}");
         let line = ResultLine {
-            uid: &uid,
+            uid: Some(uid.clone()),
             request_id,
-            seq,
-            file: &frame.name,
-            verdict,
+            seq: Some(seq),
             score: outcome.score.is_finite().then_some(outcome.score),
-            threshold,
-            fault: format!("{:?}", outcome.fault),
-            error: outcome.error.as_deref(),
+            fault: Some(outcome.fault),
+            error: outcome.error.clone(),
             latency_ms: outcome.latency_ms,
+            ..ResultLine::new(frame.name.clone(), verdict, threshold)
         };
         // Into the MQTT spool first: a result shown anywhere is one the spool holds (a kill between
         // the two can only leave a spooled result that stdout did not print, never the reverse).

@@ -1,38 +1,12 @@
 //! What the station reports: the per-frame result record (stdout line; the MQTT result adds its
 //! provenance), the retained MQTT status, the wire form of the anomaly map and its PNG overlay.
 use serde::Serialize;
-use shared::wire::{AnomalyMap, Counters, Fault, Verdict};
+use shared::wire::{AnomalyMap, Counters, Fault};
 
 use super::{model, mqtt, now_ms};
 
-/// One stdout line per frame.
-#[derive(Debug, Serialize)]
-pub struct ResultLine<'a> {
-    /// Dedup key: boot time (ms, 13 digits) + frame number; the same in the MQTT result.
-    pub uid: &'a str,
-    /// The id of the trigger request this result answers (serial / MQTT triggers).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<u32>,
-    /// Frame number.
-    pub seq: u32,
-    /// Source file / frame label.
-    pub file: &'a str,
-    /// "pass" or "fail".
-    #[serde(serialize_with = "Verdict::serialize_lowercase")]
-    pub verdict: Verdict,
-    /// Score (absent when there is none).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub score: Option<f32>,
-    /// Threshold in force.
-    pub threshold: f32,
-    /// Fault name ("None" when none).
-    pub fault: String,
-    /// Fault text.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'a str>,
-    /// Frame-in to verdict.
-    pub latency_ms: f64,
-}
+/// One stdout line / MQTT result per frame: the record `device inspect` prints too.
+pub use crate::inspect::InspectionRecord as ResultLine;
 
 /// The map, averaged down to at most 64x64 cells and quantised to 0..=255 (wire form).
 pub(super) fn wire_map(map: &[f32], w: usize, h: usize) -> Option<AnomalyMap> {
@@ -64,7 +38,7 @@ pub(super) struct MqttResult<'a> {
     pub(super) timestamp_ms: u64,
     pub(super) model_id: String,
     #[serde(flatten)]
-    pub(super) line: &'a ResultLine<'a>,
+    pub(super) line: &'a ResultLine,
 }
 
 /// The retained status on `<prefix>/<station>/status`.

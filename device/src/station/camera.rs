@@ -143,6 +143,34 @@ impl CameraSource {
     }
 }
 
+impl CameraSource {
+    /// Discards the frames the driver filled before now (at most one ring of buffers), so that a
+    /// triggered capture returns a frame exposed after the trigger, never an older one waiting in
+    /// the queue; returns how many were dropped. A camera that is not open has nothing to drop.
+    pub fn discard_stale(&mut self) -> usize {
+        let Some(live) = self.live.as_mut() else { return 0 };
+        let mut dropped = 0;
+        while dropped < MAX_STALE
+            && wait_readable(&live.stream, Duration::ZERO).is_ok()
+            && live.stream.dequeue(|_| Ok(())).is_ok()
+        {
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// [`CameraSource::capture`], after [`CameraSource::discard_stale`] when `after_trigger`.
+    pub fn capture_fresh(&mut self, after_trigger: bool) -> Result<Frame, String> {
+        if after_trigger {
+            self.discard_stale();
+        }
+        self.capture()
+    }
+}
+
+/// More filled buffers than a V4L2 ring holds (drivers use 2 to 32).
+const MAX_STALE: usize = 64;
+
 /// Waits until the stream has a filled buffer, at most `timeout` (a dead camera must not hang the
 /// station).
 fn wait_readable(stream: &ReadStream, timeout: Duration) -> std::io::Result<()> {

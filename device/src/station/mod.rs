@@ -328,7 +328,8 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                 Some(frame) => frame,
                 None => continue,
             },
-            (Source::Camera(c), None) => match c.capture() {
+            // A triggered capture takes a frame exposed after the trigger, not one queued before.
+            (Source::Camera(c), None) => match c.capture_fresh(cfg.trigger != Trigger::FreeRun) {
                 Ok(frame) => frame,
                 Err(e) => {
                     // No frame: a fault in the status; a pending trigger still gets its (Fail) result.

@@ -76,6 +76,10 @@ pub struct StationConfig {
     /// When to inspect: every new frame (free_run) or one frame per serial `Trigger` request.
     #[serde(default)]
     pub trigger: Trigger,
+    /// A frame that finds the engine and its one waiting place taken: `fail` (fault `Busy`) or
+    /// `drop_oldest` (it takes the waiting frame's place).
+    #[serde(default)]
+    pub busy_policy: super::pipeline::BusyPolicy,
     /// A trigger that finds no frame within this many milliseconds gets a Fail with fault `NoFrame`.
     #[serde(default = "trigger_window_default")]
     pub trigger_window_ms: u64,

@@ -82,7 +82,8 @@ fn wrap(cfg: &StationConfig, engine: Engine) -> Loaded {
         }
     }
     let inspector =
-        Inspector::new(engine, Duration::from_millis(cfg.inspect_window_ms), cfg.limits);
+        Inspector::new(engine, Duration::from_millis(cfg.inspect_window_ms), cfg.limits)
+            .with_policy(cfg.busy_policy);
     Loaded { inspector, model_sha, threshold_range, mid, threshold, bundle }
 }
 

@@ -3,9 +3,13 @@
 //! with the fault named, and the next frame is inspected as usual (fail-safe, never a crash).
 //!
 //! Work is bounded: at most one frame in the engine and one waiting for it. A frame that finds both
-//! places taken (the engine stalled past two deadlines) is failed at once with fault `Busy` and never
-//! queued; once the engine catches up, the next frame gets its verdict as usual.
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+//! places taken (the engine stalled past two deadlines) is, by the station's `busy_policy`, failed at
+//! once with fault `Busy` (`fail`, the default) or put in the waiting frame's place (`drop_oldest`: the
+//! waiting frame, which already has its DeadlineMissed verdict, is never computed); nothing is ever
+//! queued beyond that. Once the engine catches up, the next frame gets its verdict as usual.
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use shared::wire::Fault;
@@ -49,18 +53,47 @@ pub type Work = Result<(crate::engine::Inference, Vec<u8>, usize, usize), (Fault
 
 type Answer = (u32, Work);
 
-/// Frames in the worker's hands (one inferring, one waiting) beyond which a frame is `Busy`.
+/// Frames in the worker's hands (one inferring, one waiting) beyond which the busy policy applies.
 pub const MAX_OUTSTANDING: usize = 2;
+
+/// What happens to a frame that finds the engine and the waiting place taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusyPolicy {
+    /// The new frame is a Fail with fault `Busy`.
+    #[default]
+    Fail,
+    /// The new frame takes the waiting frame's place; that one is never computed.
+    DropOldest,
+}
+
+/// Frames handed to the worker: waiting, and whether one is being inferred.
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Job>,
+    in_engine: bool,
+    closed: bool,
+}
+
+type Shared = Arc<(Mutex<Queue>, Condvar)>;
 
 /// The inspection worker.
 pub struct Inspector {
-    jobs: Sender<Job>,
+    queue: Shared,
     answers: Receiver<Answer>,
     window: Duration,
     map_size: (usize, usize),
     map_range: (f32, f32),
-    /// Frames sent to the worker whose answer has not come back yet.
-    outstanding: usize,
+    policy: BusyPolicy,
+}
+
+impl Drop for Inspector {
+    /// Lets the worker thread end once it has finished the frame in hand.
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.queue;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        cv.notify_all();
+    }
 }
 
 /// Maps `lo..hi` onto `[0, 1]` (clamped); the identity for GLASS maps (0..1).
@@ -109,6 +142,12 @@ impl Inspector {
         Self::with_work(work, window, map_size, map_range)
     }
 
+    /// With this busy policy (default [`BusyPolicy::Fail`]).
+    pub fn with_policy(mut self, policy: BusyPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// Starts a worker thread that runs `work` on each frame (the engine, or a stand-in in tests);
     /// maps are `map_size` and span `map_range`.
     pub fn with_work(
@@ -117,12 +156,28 @@ impl Inspector {
         map_size: (usize, usize),
         map_range: (f32, f32),
     ) -> Self {
-        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let queue: Shared = Arc::default();
         let (ans_tx, answers) = mpsc::channel::<Answer>();
+        let worker_queue = queue.clone();
         std::thread::Builder::new()
             .name("inspect".into())
             .spawn(move || {
-                for job in job_rx {
+                let (lock, cv) = &*worker_queue;
+                loop {
+                    let job = {
+                        let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        q.in_engine = false;
+                        while q.waiting.is_empty() && !q.closed {
+                            q = cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                        }
+                        match q.waiting.pop_front() {
+                            Some(job) => {
+                                q.in_engine = true;
+                                job
+                            }
+                            None => break, // closed and nothing left
+                        }
+                    };
                     let r =
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job.data)))
                             .unwrap_or_else(|_| {
@@ -134,7 +189,7 @@ impl Inspector {
                 }
             })
             .ok();
-        Inspector { jobs, answers, window, map_size, map_range, outstanding: 0 }
+        Inspector { queue, answers, window, map_size, map_range, policy: BusyPolicy::Fail }
     }
 
     /// Inspects one frame against `threshold`.
@@ -152,33 +207,34 @@ impl Inspector {
             frame: None,
             latency_ms: 0.0,
         };
-        // Late answers to earlier frames free their places.
-        while self.answers.try_recv().is_ok() {
-            self.outstanding = self.outstanding.saturating_sub(1);
+        // Late answers to earlier frames are of no use any more.
+        while self.answers.try_recv().is_ok() {}
+        {
+            let (lock, cv) = &*self.queue;
+            let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let taken = q.waiting.len() + usize::from(q.in_engine);
+            if taken >= MAX_OUTSTANDING {
+                match self.policy {
+                    BusyPolicy::DropOldest if !q.waiting.is_empty() => {
+                        q.waiting.pop_front();
+                    }
+                    _ => {
+                        out.fault = Fault::Busy;
+                        out.error = Some(format!(
+                            "the engine still has {taken} earlier frames (it missed their deadlines)"
+                        ));
+                        out.latency_ms = t0.elapsed().as_secs_f64() * 1e3;
+                        return out;
+                    }
+                }
+            }
+            q.waiting.push_back(Job { seq, data });
+            cv.notify_one();
         }
-        if self.outstanding >= MAX_OUTSTANDING {
-            out.fault = Fault::Busy;
-            out.error = Some(format!(
-                "the engine still has {} earlier frames (it missed their deadlines)",
-                self.outstanding
-            ));
-            out.latency_ms = t0.elapsed().as_secs_f64() * 1e3;
-            return out;
-        }
-        if self.jobs.send(Job { seq, data }).is_err() {
-            out.fault = Fault::Engine;
-            out.error = Some("the inspection worker is gone".into());
-            return out;
-        }
-        self.outstanding += 1;
         let deadline = t0 + self.window;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let answer = self.answers.recv_timeout(left);
-            if answer.is_ok() {
-                self.outstanding = self.outstanding.saturating_sub(1);
-            }
-            match answer {
+            match self.answers.recv_timeout(left) {
                 Ok((s, _)) if s != seq => continue, // a late answer to an earlier frame
                 Ok((_, Ok((inf, rgb, w, h)))) => {
                     out.score = inf.score;
@@ -211,11 +267,15 @@ mod tests {
     use super::*;
     use std::sync::mpsc::sync_channel;
 
-    /// A worker whose score is the frame's first byte / 255; frame 1 stalls until released.
-    fn stalling() -> (Inspector, mpsc::SyncSender<()>) {
+    /// A worker whose score is the frame's first byte / 255; frame 1 stalls until released; `calls`
+    /// counts the frames it computed.
+    fn stalling() -> (Inspector, mpsc::SyncSender<()>, Arc<std::sync::atomic::AtomicUsize>) {
         let (release, gate) = sync_channel::<()>(1);
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = calls.clone();
         let mut first = true;
         let work = move |data: FrameData| -> Work {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if std::mem::take(&mut first) {
                 let _ = gate.recv();
             }
@@ -232,7 +292,7 @@ mod tests {
             };
             Ok((inf, rgb, w, h))
         };
-        (Inspector::with_work(work, Duration::from_millis(150), (0, 0), (0.0, 1.0)), release)
+        (Inspector::with_work(work, Duration::from_millis(300), (0, 0), (0.0, 1.0)), release, calls)
     }
 
     fn frame(v: u8) -> FrameData {
@@ -241,7 +301,7 @@ mod tests {
 
     #[test]
     fn an_engine_that_stalls_once_fails_the_queued_frames_busy_and_then_recovers() {
-        let (mut insp, release) = stalling();
+        let (mut insp, release, _) = stalling();
         // 1 stalls in the engine, 2 waits behind it: both miss their deadline (Fail).
         let o1 = insp.inspect(1, frame(0), 0.5);
         assert_eq!((o1.fault, o1.fail), (Fault::DeadlineMissed, true));
@@ -263,5 +323,23 @@ mod tests {
         let fail = insp.inspect(6, frame(250), 0.5);
         assert_eq!((fail.fault, fail.fail), (Fault::None, true));
         assert!((fail.score - 250.0 / 255.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn drop_oldest_puts_the_new_frame_in_the_waiting_place() {
+        let (insp, release, calls) = stalling();
+        let mut insp = insp.with_policy(BusyPolicy::DropOldest);
+        assert_eq!(insp.inspect(1, frame(0), 0.5).fault, Fault::DeadlineMissed);
+        assert_eq!(insp.inspect(2, frame(0), 0.5).fault, Fault::DeadlineMissed);
+        // 3 replaces 2 in the waiting place; the engine recovers while 3 waits: 3 gets its verdict.
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(40));
+            let _ = release.send(());
+        });
+        let o3 = insp.inspect(3, frame(200), 0.5);
+        assert_eq!((o3.fault, o3.fail), (Fault::None, true), "{:?}", o3.error);
+        assert!((o3.score - 200.0 / 255.0).abs() < 1e-6);
+        // Frame 2 was never computed: the engine ran 1 and 3 only.
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

@@ -42,6 +42,36 @@ def ort_bench(sess, x, runs):
     return statistics.median(ts)
 
 
+def ort_profile(path, threads, x, runs):
+    """onnxruntime's own per-node profile: milliseconds per op kind (median per node, summed)."""
+    import collections
+    import os
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.enable_profiling = True
+    so.profile_file_prefix = "/tmp/glass-edge-ort-profile"
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(runs + 1):
+        sess.run(None, feed)
+    prof = sess.end_profiling()
+    events = json.loads(pathlib.Path(prof).read_text())
+    os.remove(prof)
+    per_node = collections.defaultdict(list)
+    kind = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_node[e["name"]].append(e["dur"] / 1000)
+            kind[e["name"]] = e["args"].get("op_name", "?")
+    totals = collections.defaultdict(lambda: [0, 0.0])
+    for n, v in per_node.items():
+        v = v[1:] or v
+        totals[kind[n]][0] += 1
+        totals[kind[n]][1] += statistics.median(v)
+    return sorted(totals.items(), key=lambda kv: -kv[1][1])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("bundle")
@@ -51,6 +81,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ort-profile", action="store_true",
+                    help="also print onnxruntime's time per op kind (fp32)")
     a = ap.parse_args()
     bundle = pathlib.Path(a.bundle)
     m = json.loads((bundle / "manifest.json").read_text())
@@ -93,6 +125,13 @@ def main():
               f"{med(frame[p]):>15}")
         print(f"  {'onnxrt':<10} {p:<9} {med(rows[f'ort_{p}']):>22} {rng(rows[f'ort_{p}']):>18} "
               f"{'-':>15}")
+    if a.ort_profile:
+        kinds = ort_profile(bundle / files["fp32"]["path"], a.threads, x, a.runs)
+        total = sum(t for _, (_, t) in kinds) or 1.0
+        print(f"\n  onnxruntime fp32 profile (median per node, summed): {total:.2f} ms")
+        print(f"  {'op kind':<24} {'nodes':>6} {'ms':>9} {'share':>7}")
+        for k, (n, t) in kinds:
+            print(f"  {k:<24} {n:>6} {t:>9.3f} {100 * t / total:>6.1f}%")
     best = min(precisions, key=lambda p: med(rows[f"device_{p}"]))
     out = {
         "bundle": str(bundle),

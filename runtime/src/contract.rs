@@ -6,7 +6,7 @@ use std::path::Path;
 use shared::manifest::{self, Manifest};
 use tract_onnx::prelude::*;
 
-use crate::engine::EngineError;
+use crate::error::EngineError;
 
 /// Largest `manifest.json` a bundle may have.
 pub(crate) const MAX_MANIFEST_BYTES: u64 = 1 << 20;

@@ -43,69 +43,7 @@ impl Precision {
     }
 }
 
-/// Engine errors. Each names the file it concerns where there is one.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EngineError {
-    /// The manifest is missing, malformed, of an unknown schema, or a file's sha256 differs.
-    #[error(transparent)]
-    Manifest(#[from] manifest::Error),
-    /// The bundle's signature is missing, foreign or broken while trusted keys are configured.
-    #[error(transparent)]
-    Signature(#[from] shared::signature::SignatureError),
-    /// The bundle has no int8 model.
-    #[error("{path}: the bundle has no int8 model (export with --int8)")]
-    NoInt8 {
-        /// The manifest.
-        path: PathBuf,
-    },
-    /// tract could not load or optimise the model.
-    #[error("{path}: cannot load the model: {msg}")]
-    Model {
-        /// The ONNX file.
-        path: PathBuf,
-        /// tract's message.
-        msg: String,
-    },
-    /// The model's input or outputs do not match the manifest.
-    #[error("{path}: {msg}")]
-    Contract {
-        /// The ONNX file.
-        path: PathBuf,
-        /// What does not match.
-        msg: String,
-    },
-    /// An input frame could not be preprocessed.
-    #[error("preprocessing: {0}")]
-    Preprocess(preprocess::Error),
-    /// Inference failed at run time.
-    #[error("inference: {0}")]
-    Run(String),
-    /// `golden.npz` cannot be read.
-    #[error("{path}: {msg}")]
-    Golden {
-        /// The golden file.
-        path: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
-    /// The self-test at load failed: the model's outputs on the golden inputs differ from
-    /// libtorch's by more than the manifest allows.
-    #[error(
-        "{path}: self-test failed: the {precision} model's outputs differ from the golden outputs by \
-         up to {max_difference:.3e} (manifest tolerance {tolerance:.3e}); the bundle is refused"
-    )]
-    SelfTest {
-        /// The golden file.
-        path: PathBuf,
-        /// "fp32" or "int8".
-        precision: &'static str,
-        /// Largest absolute difference measured.
-        max_difference: f32,
-        /// The manifest's tolerance.
-        tolerance: f32,
-    },
-}
+pub use crate::error::EngineError;
 
 /// One inference.
 #[derive(Debug, Clone)]
@@ -311,7 +249,7 @@ impl Engine {
         let input_len = inp.channels as usize * inp.height as usize * inp.width as usize;
         let golden = Golden::parse(&bytes, self.manifest.model_kind, input_len)
             .map_err(|msg| EngineError::Golden { path: path.clone(), msg })?;
-        let max_difference = golden.max_difference(self)?;
+        let max_difference = self.golden_difference(&golden)?;
         if max_difference.is_nan() || max_difference > tolerance {
             return Err(EngineError::SelfTest {
                 path,
@@ -321,6 +259,18 @@ impl Engine {
             });
         }
         Ok(Some(SelfTest { images: golden.inputs.len(), max_difference, tolerance }))
+    }
+
+    /// Largest difference between this engine's outputs and the golden file's (see
+    /// [`Golden::max_difference`]).
+    ///
+    /// # Errors
+    /// The engine fails on a golden input or gives another number of values.
+    pub fn golden_difference(&self, golden: &Golden) -> Result<f32, EngineError> {
+        golden.max_difference(|x| {
+            let raw = self.run_preprocessed(x)?;
+            Ok((raw.patch_scores, raw.image_score))
+        })
     }
 
     /// What the golden self-test at load measured (`None`: the bundle has no golden tolerance for

@@ -15,7 +15,7 @@ use std::io::Read;
 
 use shared::manifest::ModelKind;
 
-use crate::engine::{Engine, EngineError};
+use crate::error::EngineError;
 
 /// Largest uncompressed array the reader accepts (a deflate bomb must not exhaust a board's memory).
 const MAX_ARRAY_BYTES: u64 = 256 << 20;
@@ -191,12 +191,17 @@ impl Golden {
         })
     }
 
-    /// Largest absolute difference between the engine's raw outputs and libtorch's, over every image,
-    /// every output value and the image score (a NaN anywhere counts as infinite).
+    /// Largest absolute difference between a runtime's raw outputs and libtorch's, over every image,
+    /// every output value and the image score (a NaN anywhere counts as infinite). `run` maps one
+    /// preprocessed input to the runtime's output values and image score (the engine's
+    /// `Engine::golden_difference` passes its own).
     ///
     /// # Errors
-    /// The engine fails on an input, or gives a different number of values than the golden file.
-    pub fn max_difference(&self, engine: &Engine) -> Result<f32, EngineError> {
+    /// `run` fails on an input, or gives a different number of values than the golden file.
+    pub fn max_difference(
+        &self,
+        mut run: impl FnMut(&[f32]) -> Result<(Vec<f32>, f32), EngineError>,
+    ) -> Result<f32, EngineError> {
         let mut worst = 0f32;
         let diff = |a: f32, b: f32| {
             let d = (a - b).abs();
@@ -207,18 +212,18 @@ impl Golden {
             }
         };
         for ((input, want), score) in self.inputs.iter().zip(&self.outputs).zip(&self.scores) {
-            let raw = engine.run_preprocessed(input)?;
-            if raw.patch_scores.len() != want.len() {
+            let (values, image_score) = run(input)?;
+            if values.len() != want.len() {
                 return Err(EngineError::Run(format!(
                     "the model gives {} output values per image, golden.npz has {}",
-                    raw.patch_scores.len(),
+                    values.len(),
                     want.len()
                 )));
             }
-            for (a, b) in raw.patch_scores.iter().zip(want) {
+            for (a, b) in values.iter().zip(want) {
                 worst = worst.max(diff(*a, *b));
             }
-            worst = worst.max(diff(raw.image_score, *score));
+            worst = worst.max(diff(image_score, *score));
         }
         Ok(worst)
     }

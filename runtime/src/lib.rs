@@ -9,6 +9,7 @@
 mod contract;
 pub mod decode;
 pub mod engine;
+pub mod error;
 pub mod golden;
 pub mod inspect;
 pub mod overlay;

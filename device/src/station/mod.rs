@@ -7,15 +7,13 @@
 //! applied at once and persisted in `state_dir/threshold.json` (reloaded at start when the model is the
 //! same).
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use shared::wire::{
-    Ack, AckCode, Command, Counters, Fault, InspectionResult, Message, ModelId, StationId,
-    StationState, Status, Verdict,
+    Ack, AckCode, Command, Counters, Fault, InspectionResult, Message, StationId, StationState,
+    Status, Verdict,
 };
-
-use crate::engine::Engine;
 
 pub mod camera;
 pub mod commands;
@@ -37,19 +35,7 @@ use commands::apply;
 pub use config::StationConfig;
 use config::{SourceConfig, Trigger};
 pub use record::ResultLine;
-use record::{map_png, wire_map, MqttResult, StatusJson};
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-fn model_id(engine: &Engine) -> ModelId {
-    let hex = &engine.manifest().files.fp32.sha256;
-    let bytes: Vec<u8> = (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect();
-    ModelId::from_digest(&bytes).unwrap_or_default()
-}
+use record::{map_png, now_ms, wire_map, MqttResult, StatusJson};
 
 /// Where frames come from.
 enum Source {

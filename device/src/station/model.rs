@@ -14,9 +14,8 @@ use shared::signature::PublicKey;
 use shared::wire::ModelId;
 
 use super::commands::{threshold_file, SavedThreshold};
-use super::config::PrecisionChoice;
+use super::config::{PrecisionChoice, StationConfig};
 use super::pipeline::Inspector;
-use super::{model_id, StationConfig};
 use crate::engine::{self, Engine, EngineError, Precision};
 use crate::store::{Store, PREVIOUS};
 
@@ -34,6 +33,15 @@ pub struct Loaded {
     pub threshold: f32,
     /// The bundle folder (links resolved).
     pub bundle: PathBuf,
+}
+
+/// The model id on the wire: the first bytes of the fp32 model's sha256.
+fn model_id(engine: &Engine) -> ModelId {
+    let hex = &engine.manifest().files.fp32.sha256;
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    ModelId::from_digest(&bytes).unwrap_or_default()
 }
 
 /// Loads the bundle at `path` (links resolved first, so a switch during the load cannot mix two

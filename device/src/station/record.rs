@@ -3,7 +3,15 @@
 use serde::Serialize;
 use shared::wire::{AnomalyMap, Counters, Fault};
 
-use super::{model, mqtt, now_ms};
+use super::{model, mqtt};
+
+/// Milliseconds since the Unix epoch (station clock; 0 before 1970).
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// One stdout line / MQTT result per frame: the record `device inspect` prints too.
 pub use crate::inspect::InspectionRecord as ResultLine;

@@ -497,7 +497,7 @@ fn golden_ref(dir: &Path, man: &Manifest) -> Result<manifest::GoldenRef> {
     });
     let measure = |p: runtime::engine::Precision| -> Result<f32> {
         let engine = runtime::engine::Engine::load(dir, p)?;
-        Ok(golden.max_difference(&engine)?)
+        Ok(engine.golden_difference(&golden)?)
     };
     let fp32 = measure(runtime::engine::Precision::Fp32)?;
     let int8 = match man.files.int8 {

@@ -3,8 +3,7 @@
 use super::results::{
     DetectionRow, ExplanationRow, Finding, MatchedRow, Results, Role, Spread, UnseenRow, Verdict,
 };
-use super::rows::unique;
-use super::tables::{pct, pm};
+use super::tables::{pct, pm, unique};
 
 /// How one comparison came out, after the spread over seeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use super::machine::now_utc;
 use super::results::{
     CategoryResult, DetectionRow, ExplanationRow, MatchedRow, Results, Role, Spread, UnseenRow,
 };
+use super::tables::unique;
 use crate::eval::ScoresFile;
 use crate::experiment::{CategoryOutcome, PUBLISHED_BEST_F1};
 
@@ -232,14 +233,4 @@ impl Results {
         }
         self.conclusion = conclude(self);
     }
-}
-
-pub(super) fn unique<T: PartialEq>(it: impl Iterator<Item = T>) -> Vec<T> {
-    let mut out: Vec<T> = Vec::new();
-    for x in it {
-        if !out.contains(&x) {
-            out.push(x);
-        }
-    }
-    out
 }

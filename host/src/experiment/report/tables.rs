@@ -232,3 +232,14 @@ pub(super) fn seeds_text(r: &Results) -> String {
         r.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
     }
 }
+
+/// The distinct items, in the order first seen.
+pub(super) fn unique<T: PartialEq>(it: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for x in it {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}

@@ -294,3 +294,26 @@ fn outputs_that_differ_from_the_manifest_refuse_the_bundle() {
         assert!(out.stdout.is_empty(), "{name}: a refused bundle inspected something");
     }
 }
+
+/// The engine keeps its run state from frame to frame (scratch buffers made once): the same image
+/// gives bit-identical scores however many other images ran in between, on both model files.
+#[test]
+fn a_kept_run_state_gives_identical_scores_frame_after_frame() {
+    let s = samples();
+    let (a, b) = (&s[0], &s[s.len() - 1]);
+    for precision in ["--fp32", "--int8"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_device"))
+            .args(["inspect", precision, "--model"])
+            .arg(demo())
+            .args([a, b, a, b, a])
+            .output()
+            .expect("running the device binary");
+        let scores: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["score"].to_string())
+            .collect();
+        assert_eq!(scores.len(), 5, "{precision}: {scores:?}");
+        assert!(scores[0] == scores[2] && scores[2] == scores[4], "{precision}: {scores:?}");
+        assert!(scores[1] == scores[3] && scores[0] != scores[1], "{precision}: {scores:?}");
+    }
+}

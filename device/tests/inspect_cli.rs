@@ -295,10 +295,10 @@ fn outputs_that_differ_from_the_manifest_refuse_the_bundle() {
     }
 }
 
-/// The engine keeps its run state from frame to frame (scratch buffers made once): the same image
-/// gives bit-identical scores however many other images ran in between, on both model files.
+/// Nothing carries over from frame to frame: the same image gives bit-identical scores however many
+/// other images ran in between, on both model files.
 #[test]
-fn a_kept_run_state_gives_identical_scores_frame_after_frame() {
+fn the_same_image_gives_identical_scores_frame_after_frame() {
     let s = samples();
     let (a, b) = (&s[0], &s[s.len() - 1]);
     for precision in ["--fp32", "--int8"] {

@@ -93,9 +93,6 @@ pub struct Engine {
     precision: Precision,
     model_path: PathBuf,
     pub(crate) plan: Arc<TypedRunnableModel>,
-    /// The plan's run state, kept from frame to frame: the ops' scratch buffers and states are made
-    /// once instead of per frame (`docs/performance.md`); dropped after an error or a panic.
-    state: std::sync::Mutex<Option<TypedSimpleState>>,
     /// Resampling tables for the last frame size (a station's camera keeps one size).
     preprocessor: std::sync::Mutex<Option<Preprocessor>>,
     /// Threshold in force (starts at the manifest's; the station may change it).
@@ -230,7 +227,6 @@ impl Engine {
             model_path,
             plan,
             preprocessor: std::sync::Mutex::new(None),
-            state: std::sync::Mutex::new(None),
             threshold,
             self_test: None,
         };
@@ -337,39 +333,18 @@ impl Engine {
         let t =
             Tensor::from_shape(&shape, input).map_err(|e| EngineError::Run(format!("{e:#}")))?;
         // A panic inside the runtime must not take the station down: it becomes an error (fail-safe).
-        // Taken out of its slot for the run, so that concurrent callers never wait on each other
-        // (a second caller meanwhile makes its own state).
-        let kept = self.state.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let state = match kept {
-            Some(s) => s,
-            None => {
-                TypedSimpleState::new(&self.plan).map_err(|e| EngineError::Run(format!("{e:#}")))?
-            }
-        };
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-            let mut state = state;
-            let r = state.run(tvec!(t.into()));
-            (r, state)
-        }));
-        // The state goes back only after a clean run; an error or a panic starts the next afresh.
-        let out = match out {
-            Ok((Ok(v), state)) => {
-                *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
-                Ok(Ok(v))
-            }
-            Ok((Err(e), _)) => Ok(Err(e)),
-            Err(p) => Err(p),
-        };
-        let out = out
-            .map_err(|p| {
-                let what = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                EngineError::Run(format!("the runtime panicked: {what}"))
-            })?
-            .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        let plan = &self.plan;
+        let out =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.run(tvec!(t.into()))))
+                .map_err(|p| {
+                    let what = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    EngineError::Run(format!("the runtime panicked: {what}"))
+                })?
+                .map_err(|e| EngineError::Run(format!("{e:#}")))?;
         let view = |i: usize| -> Result<(Vec<f32>, Vec<usize>), EngineError> {
             let a = out[i]
                 .to_plain_array_view::<f32>()

@@ -35,7 +35,7 @@ use commands::apply;
 pub use config::StationConfig;
 use config::{SourceConfig, Trigger};
 pub use record::ResultLine;
-use record::{map_png, now_ms, wire_map, MqttResult, StatusJson};
+use record::{map_png, now_ms, publish_status, wire_map, MqttResult, StatusJson};
 
 /// Where frames come from.
 enum Source {
@@ -197,7 +197,8 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
             }
             model_note = Some(note);
             if let Some(m) = &mqtt_out {
-                let st = StatusJson::new(
+                publish_status(
+                    m,
                     &cfg.station_id,
                     "ready",
                     &loaded,
@@ -205,7 +206,6 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                     &counters,
                     last_fault,
                 );
-                m.status(serde_json::to_string(&st.with_spool(m)).unwrap_or_default());
             }
         }
         if cfg.max_frames.is_some_and(|m| u64::from(counters.frames) >= m) {
@@ -270,7 +270,8 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
             };
             if let Some(m) = &mqtt_out {
                 m.ack(&mqtt::MqttAck { id: c.id, code: format!("{code:?}").to_lowercase() });
-                let st = StatusJson::new(
+                publish_status(
+                    m,
                     &cfg.station_id,
                     "ready",
                     &loaded,
@@ -278,7 +279,6 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                     &counters,
                     last_fault,
                 );
-                m.status(serde_json::to_string(&st.with_spool(m)).unwrap_or_default());
             }
         }
         if let Some(rx) = &hw_trigger {
@@ -438,7 +438,8 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                 }
             }
             counters.spool_dropped = m.dropped();
-            let st = StatusJson::new(
+            publish_status(
+                m,
                 &cfg.station_id,
                 "ready",
                 &loaded,
@@ -446,7 +447,6 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                 &counters,
                 last_fault,
             );
-            m.status(serde_json::to_string(&st.with_spool(m)).unwrap_or_default());
         }
         if outcome.fail {
             if let (Some(d), Some(f)) = (disk.as_mut(), outcome.frame.as_ref()) {
@@ -464,7 +464,8 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
     }
     if let Some(m) = mqtt_out {
         counters.spool_dropped = m.dropped();
-        let st = StatusJson::new(
+        publish_status(
+            &m,
             &cfg.station_id,
             "stopping",
             &loaded,
@@ -472,7 +473,6 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
             &counters,
             last_fault,
         );
-        m.status(serde_json::to_string(&st.with_spool(&m)).unwrap_or_default());
         // What the spool can send in 2 s goes now; the rest stays on disk for the next start.
         m.close(Duration::from_secs(2));
     }

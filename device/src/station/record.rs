@@ -106,6 +106,20 @@ impl<'a> StatusJson<'a> {
     }
 }
 
+/// Publishes the retained status on `<prefix>/<station>/status`, with the spool's counts.
+pub(super) fn publish_status(
+    m: &mqtt::MqttOutput,
+    station: &str,
+    state: &str,
+    l: &model::Loaded,
+    note: Option<&str>,
+    c: &Counters,
+    f: Fault,
+) {
+    let st = StatusJson::new(station, state, l, note, c, f).with_spool(m);
+    m.status(serde_json::to_string(&st).unwrap_or_default());
+}
+
 /// PNG bytes of the map overlaid on the frame at map size.
 pub(super) fn map_png(
     frame: &(Vec<u8>, usize, usize),

@@ -49,16 +49,7 @@ fn spawn_station(cfg: &std::path::Path, lines: &Arc<Mutex<Vec<String>>>) -> std:
 
 #[test]
 fn kill_9_loop_never_tears_state_or_loses_a_shown_result() -> anyhow::Result<()> {
-    use nix::pty::openpty;
-    use nix::sys::termios;
-    let pty = openpty(None, None)?;
-    for fd in [&pty.master, &pty.slave] {
-        let mut t = termios::tcgetattr(fd)?;
-        termios::cfmakeraw(&mut t);
-        termios::tcsetattr(fd, termios::SetArg::TCSANOW, &t)?;
-    }
-    let slave_path = nix::unistd::ttyname(&pty.slave)?;
-    let mut master = std::fs::File::from(pty.master);
+    let (mut master, slave_path, _slave) = common::raw_pty()?;
     // Drain what the stations send on the serial line so that a full buffer never blocks them.
     let mut reader = master.try_clone()?;
     std::thread::spawn(move || {

@@ -13,6 +13,8 @@ use anyhow::Context;
 use device::station::{self, StationConfig};
 use shared::wire::{self, AckCode, Command, Fault, FrameDecoder, Message, Request, Verdict};
 
+mod common;
+
 fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
 }
@@ -67,15 +69,7 @@ fn frame(id: u32, command: Command) -> anyhow::Result<Vec<u8>> {
 
 #[test]
 fn serial_requests_over_a_pty() -> anyhow::Result<()> {
-    use nix::pty::openpty;
-    use nix::sys::termios;
-    let pty = openpty(None, None)?;
-    for fd in [&pty.master, &pty.slave] {
-        let mut t = termios::tcgetattr(fd)?;
-        termios::cfmakeraw(&mut t);
-        termios::tcsetattr(fd, termios::SetArg::TCSANOW, &t)?;
-    }
-    let slave_path = nix::unistd::ttyname(&pty.slave)?;
+    let (mut master, slave_path, _slave) = common::raw_pty()?;
     let dir = tempfile::tempdir()?;
     let inbox = dir.path().join("inbox");
     std::fs::create_dir_all(&inbox)?;
@@ -93,7 +87,6 @@ fn serial_requests_over_a_pty() -> anyhow::Result<()> {
     let state = cfg.state_dir.clone();
     let station = std::thread::spawn(move || station::run(&cfg, &AtomicBool::new(false)));
 
-    let mut master = std::fs::File::from(pty.master);
     let mut reader = master.try_clone()?;
     let (tx, rx) = std::sync::mpsc::channel::<Message>();
     std::thread::spawn(move || {

@@ -8,22 +8,12 @@ use std::time::Duration;
 
 use shared::wire::{self, AckCode, Fault, FrameDecoder, Message, Request};
 
-fn demo() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
-}
+mod common;
+use common::demo;
 
 #[test]
 fn three_triggers_one_file_give_one_result_and_two_no_frame_fails() -> anyhow::Result<()> {
-    use nix::pty::openpty;
-    use nix::sys::termios;
-    let pty = openpty(None, None)?;
-    for fd in [&pty.master, &pty.slave] {
-        let mut t = termios::tcgetattr(fd)?;
-        termios::cfmakeraw(&mut t);
-        termios::tcsetattr(fd, termios::SetArg::TCSANOW, &t)?;
-    }
-    let slave_path = nix::unistd::ttyname(&pty.slave)?;
-    let mut master = std::fs::File::from(pty.master);
+    let (mut master, slave_path, _slave) = common::raw_pty()?;
     let mut reader = master.try_clone()?;
     let (tx, rx) = std::sync::mpsc::channel::<Message>();
     std::thread::spawn(move || {

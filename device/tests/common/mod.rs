@@ -34,3 +34,18 @@ pub fn start_broker(conf: &Path, port: u16) -> anyhow::Result<Child> {
     }
     bail!("mosquitto did not listen on {port}")
 }
+
+/// A raw-mode pseudo-terminal pair for a station's serial link: the line side's end (master, as a
+/// file), the path the station opens, and the slave descriptor (kept open so writes queue for the
+/// station even before it opens the path).
+pub fn raw_pty() -> anyhow::Result<(std::fs::File, PathBuf, std::os::fd::OwnedFd)> {
+    use nix::sys::termios;
+    let pty = nix::pty::openpty(None, None)?;
+    for fd in [&pty.master, &pty.slave] {
+        let mut t = termios::tcgetattr(fd)?;
+        termios::cfmakeraw(&mut t);
+        termios::tcsetattr(fd, termios::SetArg::TCSANOW, &t)?;
+    }
+    let path = nix::unistd::ttyname(&pty.slave)?;
+    Ok((std::fs::File::from(pty.master), path, pty.slave))
+}

@@ -61,6 +61,12 @@ fn three_triggers_one_file_give_one_result_and_two_no_frame_fails() -> anyhow::R
         }))?);
     }
     let written = master.write_all(&out);
+    // A station that never finishes (a trigger left waiting) fails the test instead of hanging it.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    });
     let lines: Vec<serde_json::Value> = BufReader::new(child.stdout.take().expect("stdout"))
         .lines()
         .map_while(Result::ok)

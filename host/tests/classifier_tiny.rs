@@ -87,6 +87,7 @@ const CLS_INT8_FLOOR: f64 = 0.64;
 
 #[test]
 fn efficientnet_lite0_classifier_separates_synthetic_defects() -> anyhow::Result<()> {
+    common::report_crashes();
     let dir = tempfile::tempdir()?;
     let data = category(dir.path())?;
     let out = dir.path().join("run");
@@ -228,6 +229,7 @@ fn exported_classifier_matches_libtorch(
 
 #[test]
 fn train_defects_leaves_the_other_types_unseen() -> anyhow::Result<()> {
+    common::report_crashes();
     let dir = tempfile::tempdir()?;
     let data = category(dir.path())?;
     let out = dir.path().join("run");

@@ -53,6 +53,7 @@ struct Trained {
 }
 
 fn setup() -> anyhow::Result<Trained> {
+    common::report_crashes();
     let dir = tempfile::tempdir()?;
     let mut sc = SynthConfig::new(dir.path(), "weave", Kind::Texture);
     sc.size = 192;

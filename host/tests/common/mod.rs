@@ -168,3 +168,42 @@ pub fn check_onnx(bundle: &Path, model: &str) -> Result<serde_json::Value> {
     );
     Ok(serde_json::from_slice(&out.stdout)?)
 }
+
+/// Makes a fatal signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE) in this test binary print the native stack of
+/// the faulting thread to stderr before the process dies as it would have, so that a rare crash inside
+/// libtorch or tract seen only in CI leaves a trace in the CI log. Idempotent; call at the start of a
+/// test.
+pub fn report_crashes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
+            // SAFETY: a zeroed sigaction is valid; the handler only calls async-signal-safe
+            // functions (write, and glibc's backtrace / backtrace_symbols_fd, which write to the fd).
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_fatal_signal as *const () as usize;
+                // One shot: the default action is back when the handler returns, so the faulting
+                // instruction runs again and the process dies of the same signal.
+                sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESETHAND;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+        }
+    });
+}
+
+extern "C" {
+    fn backtrace(buffer: *mut *mut libc::c_void, size: libc::c_int) -> libc::c_int;
+    fn backtrace_symbols_fd(buffer: *const *mut libc::c_void, size: libc::c_int, fd: libc::c_int);
+}
+
+extern "C" fn on_fatal_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let msg = b"\n*** fatal signal in this test binary; native stack of the faulting thread:\n";
+    let mut frames = [std::ptr::null_mut::<libc::c_void>(); 64];
+    // SAFETY: the buffer holds 64 frames; both calls write to stderr only.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        let n = backtrace(frames.as_mut_ptr(), 64);
+        backtrace_symbols_fd(frames.as_ptr(), n, 2);
+    }
+}

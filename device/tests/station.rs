@@ -173,6 +173,88 @@ fn serial_requests_over_a_pty() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A line-side process floods the serial link with requests while frames arrive: every frame still
+/// gets its result, the commands beyond the rate (20/s, burst 20) are answered `Busy`, and what the
+/// loop's channel had no room for is dropped, never queued without bound.
+#[test]
+fn a_command_flood_is_answered_busy_and_frames_still_get_results() -> anyhow::Result<()> {
+    let (mut master, slave_path, _slave) = common::raw_pty()?;
+    let dir = tempfile::tempdir()?;
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox)?;
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "max_frames = 3\n[source]\nkind = \"folder\"\npath = \"inbox\"\npoll_ms = 20\n\
+             [outputs]\nstdout = false\n[outputs.serial]\nport = \"{}\"\n\
+             commands = [\"get_status\"]\n",
+            slave_path.display()
+        ),
+    )?;
+    let t0 = Instant::now();
+    let station = std::thread::spawn(move || station::run(&cfg, &AtomicBool::new(false)));
+    let mut reader = master.try_clone()?;
+    let (tx, rx) = std::sync::mpsc::channel::<Message>();
+    std::thread::spawn(move || {
+        let mut dec = FrameDecoder::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            dec.feed(&buf[..n], |m| {
+                if let Ok(m) = m {
+                    let _ = tx.send(m);
+                }
+            });
+        }
+    });
+    // The writer is not joined: once the station has stopped nobody reads the link, and a write
+    // into the full pseudo-terminal would block for ever.
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    {
+        let sent = sent.clone();
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            for id in (1u32..).step_by(50) {
+                let mut chunk = Vec::new();
+                for k in id..id + 50 {
+                    chunk.extend(frame(k, Command::GetStatus)?);
+                }
+                master.write_all(&chunk)?;
+                sent.store(id + 49, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        });
+    }
+    // The frames arrive while the flood is on.
+    std::thread::sleep(Duration::from_millis(1500));
+    for (i, name) in ["good_000.png", "scratch_000.png", "good_001.png"].iter().enumerate() {
+        std::fs::copy(sample(name), inbox.join(format!("{i}.png")))?;
+    }
+    let (mut ok, mut busy, mut results) = (0u32, 0u32, 0);
+    let end = Instant::now() + Duration::from_secs(120);
+    while results < 3 && Instant::now() < end {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Message::Ack(a)) if a.code == AckCode::Ok => ok += 1,
+            Ok(Message::Ack(a)) if a.code == AckCode::Busy => busy += 1,
+            Ok(Message::Inspection(_)) => results += 1,
+            _ => {}
+        }
+    }
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let summary = station.join().map_err(|_| anyhow::anyhow!("station panicked"))??;
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!("{sent} requests in {secs:.1} s: {ok} ok, {busy} busy; {results} results");
+    assert_eq!(results, 3, "every frame gets its result during the flood");
+    assert_eq!(summary.counters.frames, 3);
+    assert!(busy > 0, "a flood beyond the rate is answered Busy");
+    // The burst of 20 plus 20 per second of the run, never one per request.
+    assert!(f64::from(ok) <= 21.0 + 20.0 * secs, "{ok} commands carried out in {secs:.1} s");
+    assert!(u64::from(ok + busy) <= u64::from(sent));
+    Ok(())
+}
+
 #[test]
 fn a_missed_deadline_is_a_fail_and_the_next_frame_still_gets_a_verdict() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -32,9 +32,6 @@ pub(super) struct PendingTrigger {
 /// Commands a link may send per second (a burst of as many is allowed); more are answered `Busy`.
 pub(super) const COMMANDS_PER_SECOND: f64 = 20.0;
 
-/// Commands taken from one link per pass of the station loop, so that a flood cannot hold frames up.
-pub(super) const COMMANDS_PER_PASS: usize = 8;
-
 /// A token bucket per link (see [`COMMANDS_PER_SECOND`]).
 pub(super) struct RateLimit {
     tokens: f64,

@@ -1,19 +1,22 @@
 //! `device run --config station.toml`: the station service.
 //!
-//! frame source -> [`pipeline::Inspector`] (engine on a worker thread, per-frame deadline) -> verdict
-//! -> outputs: stdout JSON lines, serial (`shared::wire` frames), GPIO handshake, failing frames on disk.
+//! One loop owns the station's state and takes every input as a request from one bounded channel
+//! ([`inbox`]): frames (asked of the source one at a time), hardware triggers, serial and MQTT commands,
+//! signals and the clock. Each frame goes through [`pipeline::Inspector`] (engine on a worker thread,
+//! per-frame deadline) to a verdict that every output ([`outputs::Output`]: GPIO handshake, MQTT, stdout
+//! JSON lines, serial `shared::wire` frames, failing frames on disk) is told in a fixed order.
 //! Every frame gets a verdict: a decode error, an engine error or a missed deadline is a Fail with the
-//! fault in the result and the status, and the loop goes on. A threshold set over the serial link is
-//! applied at once and persisted in `state_dir/threshold.json` (reloaded at start when the model is the
-//! same).
-use std::sync::atomic::{AtomicBool, Ordering};
+//! fault in the result and the status, and the loop goes on. A threshold set over a command link is
+//! saved in `state_dir/threshold.json` and then applied (reloaded at start when the model is the same).
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use shared::wire::{
-    Ack, AckCode, Command, Counters, Fault, InspectionResult, Message, StationId, StationState,
-    Status, Verdict,
-};
+use shared::signature::PublicKey;
+use shared::wire::{AckCode, Counters, Fault, StationId, Verdict};
 
 pub mod camera;
 pub mod commands;
@@ -21,9 +24,11 @@ pub mod config;
 pub mod disk;
 pub mod frame;
 pub mod gpio;
+pub mod inbox;
 pub mod model;
 pub mod mqtt;
 pub mod notify;
+pub mod outputs;
 pub mod pipeline;
 pub mod record;
 pub mod serial;
@@ -31,11 +36,12 @@ pub mod source;
 pub mod state;
 pub mod trigger;
 
-use commands::apply;
 pub use config::StationConfig;
 use config::{SourceConfig, Trigger};
+use inbox::{Inbox, Incoming, Link, Request};
+use outputs::{Outputs, Report, View};
 pub use record::ResultLine;
-use record::{map_png, now_ms, publish_status, wire_map, MqttResult, StatusJson};
+use record::{now_ms, StatusJson};
 
 /// Where frames come from.
 enum Source {
@@ -98,7 +104,7 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
     cfg: &StationConfig,
     stop: &AtomicBool,
     reload: &AtomicBool,
-    mut gpio: Option<gpio::Handshake<P>>,
+    gpio: Option<gpio::Handshake<P>>,
 ) -> Result<Summary> {
     let trusted = crate::engine::read_trusted_keys(&cfg.trusted_keys)
         .context("reading trusted_keys of the station configuration")?;
@@ -106,10 +112,8 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("creating state_dir {}", cfg.state_dir.display()))?;
     state::clean_stale_tmp(&cfg.state_dir);
-    let (mut loaded, mut model_note) = model::start(cfg, &trusted)?;
-    let mut reloader = model::Reloader::default();
-    let station_id: StationId = StationId::try_from(cfg.station_id.as_str()).unwrap_or_default();
-    let mut source = match &cfg.source {
+    let (loaded, model_note) = model::start(cfg, &trusted)?;
+    let source = match &cfg.source {
         SourceConfig::Folder { path, poll_ms, existing, settle_ms } => Source::Folder(
             source::FolderSource::new(path, Duration::from_millis(*poll_ms), *existing)
                 .with_context(|| format!("source folder {}", path.display()))?
@@ -117,245 +121,352 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
         ),
         SourceConfig::V4l(c) => Source::Camera(camera::CameraSource::new(c.clone())),
     };
-    let hw_trigger = match (&cfg.trigger, &cfg.gpio_trigger) {
-        (Trigger::Gpio, Some(t)) => {
-            let pin = trigger::CdevInputPin::open(&t.chip, t.line).map_err(anyhow::Error::msg)?;
-            Some(trigger::watch(pin, t.edge, Duration::from_millis(t.debounce_ms)))
-        }
-        _ => None,
-    };
-    let link = match &cfg.outputs.serial {
-        Some(s) => Some(serial::SerialLink::open(&s.port, s.baud).map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    if let Some(g) = gpio.as_mut() {
-        g.start()?;
+    let (inbox, requests) = Inbox::new();
+    if let (Trigger::Gpio, Some(t)) = (&cfg.trigger, &cfg.gpio_trigger) {
+        let pin = trigger::CdevInputPin::open(&t.chip, t.line).map_err(anyhow::Error::msg)?;
+        trigger::watch(pin, t.edge, Duration::from_millis(t.debounce_ms), inbox.clone());
     }
-    let mut disk = match &cfg.outputs.disk {
-        Some(d) => Some(
-            disk::DiskOutput::new(&d.dir, d.keep)
-                .with_context(|| format!("outputs.disk.dir {}", d.dir.display()))?,
-        ),
-        None => None,
-    };
+    // The outputs, in the order they are told (see `outputs::Outputs`).
+    let mut outputs = Outputs::default();
+    if let Some(mut g) = gpio {
+        g.start()?;
+        outputs.push(outputs::GpioOutput(g));
+    }
+    let mut station = Station::new(cfg, trusted, loaded, model_note, inbox.dropped_counter());
+    if let Some(m) = &cfg.outputs.mqtt {
+        let st = StatusJson::new(
+            &cfg.station_id,
+            "ready",
+            &station.loaded,
+            station.model_note.as_deref(),
+            &Counters::default(),
+            Fault::None,
+        );
+        let first = serde_json::to_string(&st).unwrap_or_default();
+        let out = mqtt::MqttOutput::start(
+            m,
+            &cfg.station_id,
+            &cfg.state_dir.join("spool"),
+            first,
+            inbox.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        outputs.push(outputs::MqttOut(Some(out)));
+    }
+    if cfg.outputs.stdout {
+        outputs.push(outputs::Stdout);
+    }
+    if let Some(s) = &cfg.outputs.serial {
+        let link =
+            serial::SerialLink::open(&s.port, s.baud, inbox.clone()).map_err(anyhow::Error::msg)?;
+        outputs.push(outputs::SerialOut::new(link));
+    }
+    if let Some(d) = &cfg.outputs.disk {
+        let disk = disk::DiskOutput::new(&d.dir, d.keep)
+            .with_context(|| format!("outputs.disk.dir {}", d.dir.display()))?;
+        outputs.push(outputs::DiskOut(disk));
+    }
 
-    let boot_ms = now_ms();
-    let mqtt_out = match &cfg.outputs.mqtt {
-        Some(m) => {
-            let st = StatusJson::new(
-                &cfg.station_id,
-                "ready",
-                &loaded,
-                model_note.as_deref(),
-                &Counters::default(),
-                Fault::None,
-            );
-            let first = serde_json::to_string(&st).unwrap_or_default();
-            Some(
-                mqtt::MqttOutput::start(m, &cfg.station_id, &cfg.state_dir.join("spool"), first)
-                    .map_err(anyhow::Error::msg)?,
-            )
-        }
-        None => None,
-    };
-
-    let started = Instant::now();
-    let mut counters = Counters::default();
-    let mut last_fault = Fault::None;
-    let mut seq: u32 = 0;
-    let mut status_seq: u32 = 0;
-    let mut pending_triggers = std::collections::VecDeque::<commands::PendingTrigger>::new();
-    let trigger_window = Duration::from_millis(cfg.trigger_window_ms);
-    let (mut serial_rate, mut mqtt_rate) =
-        (commands::RateLimit::default(), commands::RateLimit::default());
-    let status = |counters: &Counters, last_fault: Fault, l: &model::Loaded, seq: u32| Status {
-        station_id: station_id.clone(),
-        seq,
-        timestamp_ms: now_ms(),
-        uptime_s: started.elapsed().as_secs() as u32,
-        state: if last_fault.is_none() { StationState::Ready } else { StationState::Fault },
-        threshold: l.threshold,
-        model_id: l.mid,
-        counters: *counters,
-        last_fault,
-    };
     notify::ready(&format!("inspecting with {}", cfg.model.display()));
-    let mut watchdog = notify::Watchdog::from_env();
-    while !stop.load(Ordering::Relaxed) {
-        watchdog.ping();
-        // A new bundle (SIGHUP / load_model) is loaded beside the running one and swapped in here,
-        // between two frames.
-        if reload.swap(false, Ordering::Relaxed) {
-            reloader.request(cfg, &trusted);
+    let done = AtomicBool::new(false);
+    let camera = matches!(source, Source::Camera(_));
+    let (want_frame, wanted_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let (inbox, done) = (&inbox, &done);
+        s.spawn(move || inbox::clock(inbox, stop, reload, done));
+        let triggered = cfg.trigger != Trigger::FreeRun;
+        s.spawn(move || source_worker(source, &wanted_rx, inbox, triggered, done));
+        station.run(&requests, &want_frame, camera, &mut outputs);
+        // The producers end: the clock and the source at once, the link threads at their next
+        // request (their channel end is gone).
+        done.store(true, Ordering::Relaxed);
+        drop(want_frame);
+        drop(requests);
+    });
+    notify::stopping();
+    outputs.count(&mut station.counters);
+    outputs.stop(&station.view("stopping"));
+    Ok(Summary {
+        counters: station.counters,
+        threshold: station.loaded.threshold,
+        last_fault: station.last_fault,
+        model_note: station.model_note,
+    })
+}
+
+/// Takes a frame from the source each time the loop asks for one (`wanted`), and puts it in the
+/// loop's channel (with the fault a frame that could not be read reports).
+fn source_worker(
+    mut source: Source,
+    wanted: &Receiver<()>,
+    inbox: &Inbox,
+    triggered: bool,
+    done: &AtomicBool,
+) {
+    while wanted.recv().is_ok() {
+        let (frame, fault) = loop {
+            if done.load(Ordering::Relaxed) {
+                return;
+            }
+            match &mut source {
+                Source::Folder(f) => {
+                    if let Some(frame) = f.next(Duration::from_millis(50)) {
+                        break (frame, Fault::Decode);
+                    }
+                }
+                // A triggered capture takes a frame exposed after the trigger, not one queued before.
+                Source::Camera(c) => match c.capture_fresh(triggered) {
+                    Ok(frame) => break (frame, Fault::Camera),
+                    Err(e) => {
+                        break (
+                            source::Frame { name: "camera".into(), bytes: Err(e) },
+                            Fault::Camera,
+                        )
+                    }
+                },
+            }
+        };
+        if !inbox.send(Request::Frame(frame, fault)) {
+            return;
         }
-        if let Some((new, note)) = reloader.poll(cfg) {
+    }
+}
+
+/// The station loop's state.
+struct Station<'c> {
+    cfg: &'c StationConfig,
+    trusted: Vec<PublicKey>,
+    loaded: model::Loaded,
+    model_note: Option<String>,
+    reloader: model::Reloader,
+    station_id: StationId,
+    started: Instant,
+    boot_ms: u64,
+    counters: Counters,
+    last_fault: Fault,
+    seq: u32,
+    /// Triggers waiting for their frame, oldest first.
+    pending: VecDeque<commands::PendingTrigger>,
+    /// Per link: serial, MQTT.
+    rates: [commands::RateLimit; 2],
+    /// Requests dropped because the loop's channel was full.
+    requests_dropped: Arc<AtomicU32>,
+}
+
+impl<'c> Station<'c> {
+    fn new(
+        cfg: &'c StationConfig,
+        trusted: Vec<PublicKey>,
+        loaded: model::Loaded,
+        model_note: Option<String>,
+        requests_dropped: Arc<AtomicU32>,
+    ) -> Self {
+        Station {
+            requests_dropped,
+            cfg,
+            trusted,
+            loaded,
+            model_note,
+            reloader: model::Reloader::default(),
+            station_id: StationId::try_from(cfg.station_id.as_str()).unwrap_or_default(),
+            started: Instant::now(),
+            boot_ms: now_ms(),
+            counters: Counters::default(),
+            last_fault: Fault::None,
+            seq: 0,
+            pending: VecDeque::new(),
+            rates: Default::default(),
+        }
+    }
+
+    fn view<'v>(&'v self, state: &'v str) -> View<'v> {
+        View {
+            station: &self.cfg.station_id,
+            wire_id: &self.station_id,
+            state,
+            loaded: &self.loaded,
+            note: self.model_note.as_deref(),
+            counters: &self.counters,
+            last_fault: self.last_fault,
+            uptime_s: self.started.elapsed().as_secs() as u32,
+            requests_dropped: self.requests_dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    fn max_frames_reached(&self) -> bool {
+        self.cfg.max_frames.is_some_and(|m| u64::from(self.counters.frames) >= m)
+    }
+
+    /// Takes requests until a stop (signal, `max_frames`, every producer gone). One frame is asked of
+    /// the source at a time: always when free-running, while a trigger waits when triggered.
+    fn run(
+        &mut self,
+        requests: &Receiver<Request>,
+        want_frame: &std::sync::mpsc::Sender<()>,
+        camera: bool,
+        outputs: &mut Outputs<'_>,
+    ) {
+        let free_run = self.cfg.trigger == Trigger::FreeRun;
+        let mut watchdog = notify::Watchdog::from_env();
+        // A frame asked of the source and not yet here.
+        let mut asked = false;
+        // A folder frame that came after its trigger had already failed (NoFrame): the next trigger's.
+        let mut held: Option<(source::Frame, Fault)> = None;
+        while !self.max_frames_reached() {
+            if !free_run && !self.pending.is_empty() {
+                if let Some((frame, fault)) = held.take() {
+                    let id = self.pending.pop_front().and_then(|t| t.id);
+                    self.inspect(outputs, frame, fault, id);
+                    continue;
+                }
+            }
+            if !asked && (free_run || !self.pending.is_empty()) {
+                asked = want_frame.send(()).is_ok();
+            }
+            // The clock ticks every 20 ms; the timeout only guards against a clock that died.
+            let request = match requests.recv_timeout(Duration::from_secs(1)) {
+                Ok(r) => r,
+                Err(RecvTimeoutError::Timeout) => Request::Tick,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            // The loop is taking requests: systemd's watchdog is fed only from here, so a loop that
+            // hangs is restarted.
+            watchdog.ping();
+            match request {
+                Request::Stop => break,
+                Request::Tick => self.tick(outputs),
+                Request::Reload => self.reloader.request(self.cfg, &self.trusted),
+                Request::Trigger(at) => {
+                    if self.pending.len() < commands::MAX_PENDING_TRIGGERS {
+                        self.pending.push_back(commands::PendingTrigger { id: None, at });
+                    }
+                }
+                Request::Command { link, id, command } => self.command(outputs, link, id, command),
+                Request::Frame(frame, fault) => {
+                    asked = false;
+                    if free_run {
+                        // Free-running, a camera that gave no frame is a fault in the status, not a
+                        // result: no part was asked about.
+                        if camera && frame.bytes.is_err() {
+                            self.camera_fault(&frame);
+                            continue;
+                        }
+                        self.inspect(outputs, frame, fault, None);
+                    } else if let Some(t) = self.pending.pop_front() {
+                        self.inspect(outputs, frame, fault, t.id);
+                    } else if camera {
+                        // Its trigger already failed with NoFrame; a later trigger takes a fresh one.
+                        if frame.bytes.is_err() {
+                            self.camera_fault(&frame);
+                        }
+                    } else {
+                        held = Some((frame, fault));
+                    }
+                }
+            }
+        }
+    }
+
+    fn camera_fault(&mut self, frame: &source::Frame) {
+        self.last_fault = Fault::Camera;
+        if let Err(e) = &frame.bytes {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// The clock: a finished reload is swapped in (between two frames); triggers past their window
+    /// get their Fail (fault NoFrame), oldest first.
+    fn tick(&mut self, outputs: &mut Outputs<'_>) {
+        if let Some((new, note)) = self.reloader.poll(self.cfg) {
             if let Some(n) = new {
                 tracing::info!("{note}");
-                loaded = n;
+                self.loaded = n;
             } else {
                 tracing::warn!("{note}");
             }
-            model_note = Some(note);
-            if let Some(m) = &mqtt_out {
-                publish_status(
-                    m,
-                    &cfg.station_id,
-                    "ready",
-                    &loaded,
-                    model_note.as_deref(),
-                    &counters,
-                    last_fault,
-                );
+            self.model_note = Some(note);
+            outputs.status(&self.view("ready"));
+        }
+        let window = Duration::from_millis(self.cfg.trigger_window_ms);
+        while self.pending.front().is_some_and(|t| t.at.elapsed() >= window) {
+            let id = self.pending.pop_front().and_then(|t| t.id);
+            let msg = format!("no frame within {} ms of the trigger", self.cfg.trigger_window_ms);
+            let frame = source::Frame { name: "trigger".into(), bytes: Err(msg) };
+            self.inspect(outputs, frame, Fault::NoFrame, id);
+            if self.max_frames_reached() {
+                break;
             }
         }
-        if cfg.max_frames.is_some_and(|m| u64::from(counters.frames) >= m) {
-            break;
-        }
-        // Requests from the line (serial and MQTT), applied in arrival order per link; a few per pass
-        // and at most COMMANDS_PER_SECOND per link (more: Busy), so a flood cannot stop inspection.
-        for req in std::iter::from_fn(|| link.as_ref().and_then(|l| l.try_request()))
-            .take(commands::COMMANDS_PER_PASS)
-        {
-            let code = if !serial_rate.allow() {
-                AckCode::Busy
-            } else {
-                apply(
-                    req.id,
-                    req.command,
-                    Trigger::Serial,
-                    cfg.outputs.serial.as_ref().map_or(&[][..], |s| &s.commands),
-                    loaded.threshold_range,
-                    cfg,
-                    &loaded.model_sha,
-                    &mut loaded.threshold,
-                    &mut pending_triggers,
-                )
-            };
-            if let Some(l) = &link {
-                let _ = l.send(&Message::Ack(Ack { id: req.id, code }));
-                if req.command == Command::GetStatus {
-                    status_seq = status_seq.wrapping_add(1);
-                    let st = status(&counters, last_fault, &loaded, status_seq);
-                    let _ = l.send(&Message::Status(st));
-                }
-            }
-        }
-        for c in std::iter::from_fn(|| mqtt_out.as_ref().and_then(|m| m.try_command()))
-            .take(commands::COMMANDS_PER_PASS)
-        {
-            let mqtt_commands = cfg.outputs.mqtt.as_ref().map_or(&[][..], |m| &m.commands);
-            let code = match c.to_command() {
-                _ if !mqtt_rate.allow() => AckCode::Busy,
-                None if c.command == config::CommandName::LoadModel.name() => {
-                    if mqtt_commands.contains(&config::CommandName::LoadModel) {
-                        reloader.request(cfg, &trusted);
-                        AckCode::Ok
-                    } else {
-                        tracing::warn!("command load_model refused: not enabled on this link");
-                        AckCode::Unsupported
-                    }
-                }
-                Some(k) => apply(
-                    c.id,
-                    k,
-                    Trigger::Mqtt,
-                    mqtt_commands,
-                    loaded.threshold_range,
-                    cfg,
-                    &loaded.model_sha,
-                    &mut loaded.threshold,
-                    &mut pending_triggers,
+    }
+
+    /// One command: carried out if its link enables it and the link's rate allows (else `Busy`), then
+    /// answered on that link.
+    fn command(&mut self, outputs: &mut Outputs<'_>, link: Link, id: u32, command: Incoming) {
+        let (via, allowed, rate) = match link {
+            Link::Serial => (
+                Trigger::Serial,
+                self.cfg.outputs.serial.as_ref().map_or(&[][..], |s| &s.commands),
+                &mut self.rates[0],
+            ),
+            Link::Mqtt => (
+                Trigger::Mqtt,
+                self.cfg.outputs.mqtt.as_ref().map_or(&[][..], |m| &m.commands),
+                &mut self.rates[1],
+            ),
+        };
+        let code = if !rate.allow() {
+            AckCode::Busy
+        } else {
+            match &command {
+                Incoming::Wire(c) => commands::apply(
+                    id,
+                    *c,
+                    via,
+                    allowed,
+                    self.loaded.threshold_range,
+                    self.cfg,
+                    &self.loaded.model_sha,
+                    &mut self.loaded.threshold,
+                    &mut self.pending,
                 ),
-                None => AckCode::Unsupported,
-            };
-            if let Some(m) = &mqtt_out {
-                m.ack(&mqtt::MqttAck { id: c.id, code: format!("{code:?}").to_lowercase() });
-                publish_status(
-                    m,
-                    &cfg.station_id,
-                    "ready",
-                    &loaded,
-                    model_note.as_deref(),
-                    &counters,
-                    last_fault,
-                );
-            }
-        }
-        if let Some(rx) = &hw_trigger {
-            for _ in rx.try_iter() {
-                if pending_triggers.len() < commands::MAX_PENDING_TRIGGERS {
-                    let at = Instant::now();
-                    pending_triggers.push_back(commands::PendingTrigger { id: None, at });
+                Incoming::LoadModel if allowed.contains(&config::CommandName::LoadModel) => {
+                    self.reloader.request(self.cfg, &self.trusted);
+                    AckCode::Ok
+                }
+                Incoming::LoadModel => {
+                    tracing::warn!("command load_model refused: not enabled on this link");
+                    AckCode::Unsupported
+                }
+                Incoming::Unknown(name) => {
+                    tracing::warn!("unknown command {name:?}");
+                    AckCode::Unsupported
                 }
             }
-        }
-        // Triggered: each trigger gets exactly one result, in order: its frame, or a Fail with
-        // fault NoFrame once `trigger_window_ms` has passed without one.
-        let mut wait = Duration::from_millis(50);
-        let mut no_frame = None;
-        if cfg.trigger != Trigger::FreeRun {
-            let Some(front) = pending_triggers.front() else {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            };
-            match trigger_window.checked_sub(front.at.elapsed()) {
-                Some(left) if !left.is_zero() => wait = wait.min(left),
-                _ => no_frame = pending_triggers.pop_front(),
-            }
-        }
-        let request_id = no_frame.as_ref().and_then(|t| t.id);
-        let is_no_frame = no_frame.is_some();
-        let frame = match (&mut source, no_frame) {
-            (_, Some(_)) => source::Frame {
-                name: "trigger".into(),
-                bytes: Err(format!("no frame within {} ms of the trigger", cfg.trigger_window_ms)),
-            },
-            (Source::Folder(f), None) => match f.next(wait) {
-                Some(frame) => frame,
-                None => continue,
-            },
-            // A triggered capture takes a frame exposed after the trigger, not one queued before.
-            (Source::Camera(c), None) => match c.capture_fresh(cfg.trigger != Trigger::FreeRun) {
-                Ok(frame) => frame,
-                Err(e) => {
-                    // No frame: a fault in the status; a pending trigger still gets its (Fail) result.
-                    last_fault = Fault::Camera;
-                    tracing::warn!("{e}");
-                    if pending_triggers.is_empty() {
-                        continue;
-                    }
-                    source::Frame { name: "camera".into(), bytes: Err(e) }
-                }
-            },
         };
-        let request_id = match (request_id, cfg.trigger) {
-            (Some(id), _) => Some(id),
-            (None, Trigger::FreeRun) => None,
-            // The trigger this frame answers (a NoFrame result popped its own above).
-            (None, _) if is_no_frame => None,
-            (None, _) => pending_triggers.pop_front().and_then(|t| t.id),
-        };
-        let threshold = loaded.threshold;
-        seq = seq.wrapping_add(1);
-        if let Some(g) = gpio.as_mut() {
-            if let Err(e) = g.begin() {
-                tracing::warn!("{e}");
-            }
-        }
+        outputs.answer(link, id, &command, code, &self.view("ready"));
+    }
+
+    /// Inspects one frame (or reports why there is none: `bytes` is `Err`, `fault` says why) and
+    /// tells every output; `request_id` is the trigger's that asked for it.
+    fn inspect(
+        &mut self,
+        outputs: &mut Outputs<'_>,
+        frame: source::Frame,
+        fault: Fault,
+        request_id: Option<u32>,
+    ) {
+        let threshold = self.loaded.threshold;
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        outputs.begin();
         let outcome = match frame.bytes {
-            Ok(bytes) => loaded.inspector.inspect(seq, bytes, threshold),
+            Ok(bytes) => self.loaded.inspector.inspect(seq, bytes, threshold),
             Err(msg) => pipeline::Outcome {
                 seq,
                 fail: true,
                 score: f32::NAN,
                 threshold,
-                fault: if is_no_frame {
-                    Fault::NoFrame
-                } else if matches!(source, Source::Camera(_)) {
-                    Fault::Camera
-                } else {
-                    Fault::Decode
-                },
+                fault,
                 error: Some(msg),
                 map: None,
                 map_size: (0, 0),
@@ -363,25 +474,21 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
                 latency_ms: 0.0,
             },
         };
-        if let Some(g) = gpio.as_mut() {
-            if let Err(e) = g.finish(outcome.fail) {
-                tracing::warn!("{e}");
-            }
-        }
-        counters.frames = counters.frames.wrapping_add(1);
+        let c = &mut self.counters;
+        c.frames = c.frames.wrapping_add(1);
         if outcome.fail {
-            counters.fails = counters.fails.wrapping_add(1);
+            c.fails = c.fails.wrapping_add(1);
         } else {
-            counters.passes = counters.passes.wrapping_add(1);
+            c.passes = c.passes.wrapping_add(1);
         }
         if !outcome.fault.is_none() {
-            last_fault = outcome.fault;
+            self.last_fault = outcome.fault;
         }
         let verdict = if outcome.fail { Verdict::Fail } else { Verdict::Pass };
         // The dedup key of this result everywhere it is reported (boot time + frame number).
-        let uid = format!("{boot_ms:013}-{seq:010}");
+        let uid = format!("{:013}-{seq:010}", self.boot_ms);
         let line = ResultLine {
-            uid: Some(uid.clone()),
+            uid: Some(uid),
             request_id,
             seq: Some(seq),
             score: outcome.score.is_finite().then_some(outcome.score),
@@ -390,91 +497,8 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
             latency_ms: outcome.latency_ms,
             ..ResultLine::new(frame.name.clone(), verdict, threshold)
         };
-        // Into the MQTT spool first: a result shown anywhere is one the spool holds (a kill between
-        // the two can only leave a spooled result that stdout did not print, never the reverse).
-        if let Some(m) = &mqtt_out {
-            let j = MqttResult {
-                station: &cfg.station_id,
-                timestamp_ms: now_ms(),
-                model_id: loaded.mid.to_string(),
-                line: &line,
-            };
-            match serde_json::to_vec(&j) {
-                Ok(bytes) => {
-                    if let Err(e) = m.result(&uid, &bytes) {
-                        tracing::warn!("outputs.mqtt: {e}");
-                    }
-                }
-                Err(e) => tracing::warn!("outputs.mqtt: {e}"),
-            }
-        }
-        if cfg.outputs.stdout {
-            if let Ok(s) = serde_json::to_string(&line) {
-                println!("{s}");
-            }
-        }
-        if let Some(l) = &link {
-            let (mw, mh) = outcome.map_size;
-            let r = InspectionResult {
-                station_id: station_id.clone(),
-                frame_seq: seq,
-                timestamp_ms: now_ms(),
-                verdict,
-                fault: outcome.fault,
-                score: outcome.score,
-                threshold,
-                model_id: loaded.mid,
-                latency_us: (outcome.latency_ms * 1e3) as u32,
-                anomaly_map: outcome.map.as_deref().and_then(|m| wire_map(m, mw, mh)),
-            };
-            if let Err(e) = l.send(&Message::Inspection(r)) {
-                tracing::warn!("{e}");
-            }
-        }
-        if let Some(m) = &mqtt_out {
-            if let (Some(map), Some(f)) = (outcome.map.as_deref(), outcome.frame.as_ref()) {
-                if let Some(png) = map_png(f, map, outcome.map_size) {
-                    m.map(png);
-                }
-            }
-            counters.spool_dropped = m.dropped();
-            publish_status(
-                m,
-                &cfg.station_id,
-                "ready",
-                &loaded,
-                model_note.as_deref(),
-                &counters,
-                last_fault,
-            );
-        }
-        if outcome.fail {
-            if let (Some(d), Some(f)) = (disk.as_mut(), outcome.frame.as_ref()) {
-                let (mw, mh) = outcome.map_size;
-                let map = outcome.map.as_deref().map(|m| (m, mw, mh));
-                if let Err(e) = d.store(seq, &frame.name, f, map) {
-                    tracing::warn!("outputs.disk: {e}");
-                }
-            }
-        }
+        let report = Report { line: &line, seq, verdict, outcome: &outcome, name: &frame.name };
+        outputs.result(&report, &self.view("ready"));
+        outputs.count(&mut self.counters);
     }
-    notify::stopping();
-    if let Some(g) = gpio.as_mut() {
-        let _ = g.stop();
-    }
-    if let Some(m) = mqtt_out {
-        counters.spool_dropped = m.dropped();
-        publish_status(
-            &m,
-            &cfg.station_id,
-            "stopping",
-            &loaded,
-            model_note.as_deref(),
-            &counters,
-            last_fault,
-        );
-        // What the spool can send in 2 s goes now; the rest stays on disk for the next start.
-        m.close(Duration::from_secs(2));
-    }
-    Ok(Summary { counters, threshold: loaded.threshold, last_fault, model_note })
 }

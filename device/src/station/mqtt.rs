@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS, Transport};
 use serde::{Deserialize, Serialize};
 
 use super::config::MqttConfig;
+use super::inbox::{Inbox, Incoming, Link, Request};
 use shared::wire::Command;
 
 /// A command received on `<prefix>/<station>/cmd`.
@@ -37,6 +38,17 @@ pub struct MqttCommand {
 }
 
 impl MqttCommand {
+    /// The command as the station loop takes it.
+    pub fn to_incoming(&self) -> Incoming {
+        match self.to_command() {
+            Some(c) => Incoming::Wire(c),
+            None if self.command == super::config::CommandName::LoadModel.name() => {
+                Incoming::LoadModel
+            }
+            None => Incoming::Unknown(self.command.clone()),
+        }
+    }
+
     /// The wire command this names (`None` for an unknown name; a `set_threshold` without a value
     /// carries NaN, which the station refuses as out of range).
     pub fn to_command(&self) -> Option<Command> {
@@ -64,7 +76,6 @@ pub struct MqttOutput {
     topic: String,
     spool: Arc<Spool>,
     spool_failed: Arc<std::sync::atomic::AtomicU32>,
-    commands: Receiver<MqttCommand>,
     connected: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
@@ -167,6 +178,7 @@ impl MqttOutput {
         station: &str,
         spool_dir: &Path,
         status_json: String,
+        inbox: Inbox,
     ) -> Result<Self, String> {
         let topic = format!("{}/{}", cfg.prefix, station);
         let mut opts = MqttOptions::new(
@@ -219,7 +231,6 @@ impl MqttOutput {
         );
         let connected = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (cmd_tx, commands) = mpsc::channel();
         let (ack_tx, ack_rx) = mpsc::channel::<u16>();
         let (pub_tx, pub_rx) = mpsc::channel::<u16>(); // packet ids of our QoS 1 publishes
 
@@ -267,7 +278,11 @@ impl MqttOutput {
                                 } else if p.topic.ends_with("/cmd") {
                                     if let Ok(c) = serde_json::from_slice::<MqttCommand>(&p.payload)
                                     {
-                                        let _ = cmd_tx.send(c);
+                                        inbox.offer(Request::Command {
+                                            link: Link::Mqtt,
+                                            id: c.id,
+                                            command: c.to_incoming(),
+                                        });
                                     }
                                 }
                             }
@@ -340,7 +355,6 @@ impl MqttOutput {
             client,
             topic,
             spool,
-            commands,
             connected,
             stop,
             spool_failed: Arc::new(std::sync::atomic::AtomicU32::new(0)),
@@ -391,11 +405,6 @@ impl MqttOutput {
             let _ =
                 self.client.try_publish(format!("{}/ack", self.topic), QoS::AtMostOnce, false, s);
         }
-    }
-
-    /// The next pending command, if any.
-    pub fn try_command(&self) -> Option<MqttCommand> {
-        self.commands.try_recv().ok()
     }
 
     /// Results dropped because the spool was full.

@@ -61,7 +61,8 @@ pub(super) struct StatusJson<'a> {
     spool_dropped: u32,
     /// Results whose spool write failed (published directly at QoS 0 instead).
     spool_failed: u32,
-    last_fault: String,
+    requests_dropped: u32,
+    last_fault: &'static str,
     timestamp_ms: u64,
     /// The bundle in use (its folder name: `sha256(manifest.json)` for an installed bundle).
     bundle: String,
@@ -94,30 +95,24 @@ impl<'a> StatusJson<'a> {
             fails: c.fails,
             spool_dropped: c.spool_dropped,
             spool_failed: 0,
-            last_fault: format!("{f:?}"),
+            requests_dropped: 0,
+            last_fault: f.as_str(),
             timestamp_ms: now_ms(),
         }
     }
 
-    /// With the MQTT output's spool-failure count.
+    /// With the MQTT output's spool counts (failed writes, dropped entries).
     pub(super) fn with_spool(mut self, m: &mqtt::MqttOutput) -> Self {
         self.spool_failed = m.spool_failed();
+        self.spool_dropped = m.dropped();
         self
     }
-}
 
-/// Publishes the retained status on `<prefix>/<station>/status`, with the spool's counts.
-pub(super) fn publish_status(
-    m: &mqtt::MqttOutput,
-    station: &str,
-    state: &str,
-    l: &model::Loaded,
-    note: Option<&str>,
-    c: &Counters,
-    f: Fault,
-) {
-    let st = StatusJson::new(station, state, l, note, c, f).with_spool(m);
-    m.status(serde_json::to_string(&st).unwrap_or_default());
+    /// With the count of requests the station loop's channel had no room for.
+    pub(super) fn with_requests_dropped(mut self, n: u32) -> Self {
+        self.requests_dropped = n;
+        self
+    }
 }
 
 /// PNG bytes of the map overlaid on the frame at map size.

@@ -2,34 +2,37 @@
 //! `SetThreshold`, `Trigger` and `GetStatus` requests come in and are answered with an `Ack`. Line noise
 //! and corrupt frames between good ones are skipped (the decoder resynchronises on the delimiter).
 use std::io::{Read, Write};
-use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shared::wire::{self, FrameDecoder, Message, Request};
+use shared::wire::{self, FrameDecoder, Message};
+
+use super::inbox::{Inbox, Incoming, Link, Request};
 
 /// An open serial link.
 pub struct SerialLink {
     writer: Arc<Mutex<Box<dyn Write + Send>>>,
-    requests: Receiver<Request>,
 }
 
 impl SerialLink {
     /// Opens `port` at `baud` (8N1, no flow control).
-    pub fn open(port: &std::path::Path, baud: u32) -> Result<Self, String> {
+    pub fn open(port: &std::path::Path, baud: u32, inbox: Inbox) -> Result<Self, String> {
         let path = port.to_string_lossy().into_owned();
         let p = serialport::new(&path, baud)
             .timeout(Duration::from_millis(50))
             .open()
             .map_err(|e| format!("serial {path}: {e}"))?;
         let reader = p.try_clone().map_err(|e| format!("serial {path}: {e}"))?;
-        Ok(Self::from_parts(Box::new(reader), Box::new(p)))
+        Ok(Self::from_parts(Box::new(reader), Box::new(p), inbox))
     }
 
     /// A link over any byte stream pair (the reader is read on its own thread; timeouts and
     /// `WouldBlock` are retried).
-    pub fn from_parts(mut reader: Box<dyn Read + Send>, writer: Box<dyn Write + Send>) -> Self {
-        let (tx, requests) = mpsc::channel();
+    pub fn from_parts(
+        mut reader: Box<dyn Read + Send>,
+        writer: Box<dyn Write + Send>,
+        inbox: Inbox,
+    ) -> Self {
         std::thread::Builder::new()
             .name("serial-rx".into())
             .spawn(move || {
@@ -39,14 +42,18 @@ impl SerialLink {
                     match reader.read(&mut buf) {
                         Ok(0) => std::thread::sleep(Duration::from_millis(20)),
                         Ok(n) => {
-                            let mut gone = false;
+                            let mut open = true;
                             dec.feed(&buf[..n], |m| {
                                 if let Ok(Message::Request(r)) = m {
-                                    gone |= tx.send(r).is_err();
+                                    open &= inbox.offer(Request::Command {
+                                        link: Link::Serial,
+                                        id: r.id,
+                                        command: Incoming::Wire(r.command),
+                                    });
                                 }
                             });
-                            if gone {
-                                break;
+                            if !open {
+                                break; // the station loop has ended
                             }
                         }
                         Err(e)
@@ -61,15 +68,10 @@ impl SerialLink {
                 }
             })
             .ok();
-        SerialLink { writer: Arc::new(Mutex::new(writer)), requests }
+        SerialLink { writer: Arc::new(Mutex::new(writer)) }
     }
 
-    /// The next pending request, if any.
-    pub fn try_request(&self) -> Option<Request> {
-        self.requests.try_recv().ok()
-    }
-
-    /// Sends one message as a frame.
+    /// Sends one message (result, answer, status).
     pub fn send(&self, msg: &Message) -> Result<(), String> {
         let frame = wire::encode_frame_vec(msg).map_err(|e| format!("encoding: {e}"))?;
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());

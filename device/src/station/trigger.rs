@@ -1,9 +1,10 @@
 //! Hardware trigger: an edge on a digital input (embedded-hal `InputPin`), polled every millisecond
 //! on its own thread, with a debounce time; each edge is one trigger.
-use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
 use embedded_hal::digital::InputPin;
+
+use super::inbox::{Inbox, Request};
 
 /// Which edge triggers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -15,14 +16,14 @@ pub enum Edge {
     Falling,
 }
 
-/// Watches `pin` and sends one `()` per `edge` (edges closer than `debounce` to the last one are
-/// ignored). The thread ends when the receiver is dropped.
+/// Watches `pin` and offers one [`Request::Trigger`] per `edge` to the station loop (edges closer than
+/// `debounce` to the last one are ignored). The thread ends when the loop has ended.
 pub fn watch<P: InputPin + Send + 'static>(
     mut pin: P,
     edge: Edge,
     debounce: Duration,
-) -> Receiver<()> {
-    let (tx, rx) = mpsc::channel();
+    inbox: Inbox,
+) {
     std::thread::Builder::new()
         .name("gpio-trigger".into())
         .spawn(move || {
@@ -37,15 +38,15 @@ pub fn watch<P: InputPin + Send + 'static>(
                 };
                 last = now;
                 if fired && last_edge.is_none_or(|t| t.elapsed() >= debounce) {
-                    last_edge = Some(std::time::Instant::now());
-                    if tx.send(()).is_err() {
-                        break;
+                    let at = std::time::Instant::now();
+                    last_edge = Some(at);
+                    if !inbox.offer(Request::Trigger(at)) {
+                        break; // the station loop has ended
                     }
                 }
             }
         })
         .ok();
-    rx
 }
 
 /// A line of a Linux GPIO character device requested as an input.
@@ -102,7 +103,8 @@ mod tests {
     #[test]
     fn one_trigger_per_rising_edge() {
         let level = Arc::new(AtomicBool::new(false));
-        let rx = watch(Level(level.clone()), Edge::Rising, Duration::from_millis(0));
+        let (inbox, rx) = Inbox::new();
+        watch(Level(level.clone()), Edge::Rising, Duration::from_millis(0), inbox);
         for _ in 0..3 {
             std::thread::sleep(Duration::from_millis(20));
             level.store(true, Ordering::SeqCst);
@@ -110,6 +112,6 @@ mod tests {
             level.store(false, Ordering::SeqCst);
         }
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(rx.try_iter().count(), 3);
+        assert_eq!(rx.try_iter().filter(|r| matches!(r, Request::Trigger(_))).count(), 3);
     }
 }

@@ -143,6 +143,21 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// The name the station's JSON reports it by (MQTT status `last_fault`): the variant's name,
+    /// `"Other"` for every [`Fault::Other`] code. Stable: users' scripts match these strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::None => "None",
+            Fault::Camera => "Camera",
+            Fault::Decode => "Decode",
+            Fault::Engine => "Engine",
+            Fault::DeadlineMissed => "DeadlineMissed",
+            Fault::Other(_) => "Other",
+            Fault::Busy => "Busy",
+            Fault::NoFrame => "NoFrame",
+        }
+    }
+
     /// `true` for [`Fault::None`].
     pub fn is_none(&self) -> bool {
         matches!(self, Fault::None)
@@ -386,4 +401,18 @@ pub enum AckCode {
     Unsupported,
     /// The station tried and failed.
     Failed,
+}
+
+impl AckCode {
+    /// The name the MQTT `ack` topic reports it by ("ok", "invalidargument", "busy", "unsupported",
+    /// "failed"). Stable: users' scripts match these strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckCode::Ok => "ok",
+            AckCode::InvalidArgument => "invalidargument",
+            AckCode::Busy => "busy",
+            AckCode::Unsupported => "unsupported",
+            AckCode::Failed => "failed",
+        }
+    }
 }

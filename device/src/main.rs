@@ -23,11 +23,15 @@ struct ModelArgs {
     #[arg(long)]
     model: PathBuf,
     /// Run the int8 model (default: the manifest's `metrics.preferred`, else fp32).
-    #[arg(long, conflicts_with = "fp32")]
+    #[arg(long, conflicts_with_all = ["fp32", "precision"])]
     int8: bool,
     /// Run the fp32 model.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "precision")]
     fp32: bool,
+    /// Which model and arithmetic: fp32, int8 or f16 (the fp32 model in half precision, for aarch64
+    /// cores with FP16 arithmetic). Default: the manifest's `metrics.preferred`, else fp32.
+    #[arg(long, value_parser = ["fp32", "int8", "f16"])]
+    precision: Option<String>,
     /// tract threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -117,12 +121,11 @@ fn load_engine(a: &ModelArgs) -> Result<Engine> {
     let model = &a.model;
     let trusted = engine::read_trusted_keys(&a.trusted_keys).context("reading --trusted-key")?;
     engine::set_threads(a.threads);
-    let precision = if a.int8 {
-        Precision::Int8
-    } else if a.fp32 {
-        Precision::Fp32
-    } else {
-        engine::preferred_precision(model)
+    let precision = match (a.precision.as_deref(), a.int8, a.fp32) {
+        (Some("int8"), ..) | (None, true, _) => Precision::Int8,
+        (Some("fp32"), ..) | (None, _, true) => Precision::Fp32,
+        (Some("f16"), ..) => Precision::F16,
+        _ => engine::preferred_precision(model),
     };
     // Signature, hashes, graph contract and the golden self-test, from bytes read once.
     let engine = Engine::load_trusted(model, precision, &trusted).with_context(|| {

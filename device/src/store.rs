@@ -268,6 +268,10 @@ fn verify(
     if m.files.int8.is_some() {
         precisions.push(Precision::Int8);
     }
+    // Half precision only where the export measured it (its self-test tolerance is in the manifest).
+    if m.files.golden.as_ref().is_some_and(|g| g.f16_tolerance.is_some()) {
+        precisions.push(Precision::F16);
+    }
     let mut out = Vec::new();
     for p in precisions {
         let engine = Engine::load_trusted(stage, p, trusted).map_err(|source| {

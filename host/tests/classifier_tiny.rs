@@ -163,6 +163,7 @@ fn exported_classifier_matches_libtorch(
         out: bundle.to_path_buf(),
         int8: true,
         calib: 8,
+        f16: false,
         golden: 4,
         threads: 1,
         progress: false,

@@ -24,21 +24,27 @@ use crate::contract::{
 };
 use crate::golden::{Golden, SelfTest};
 
-/// fp32 or int8 model file of a bundle.
+/// Which model file of a bundle runs, and in which arithmetic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     /// `files.fp32`.
     Fp32,
     /// `files.int8`.
     Int8,
+    /// `files.fp32` in half precision: tract's f32-to-f16 translation of the whole graph (weights and
+    /// activations f16; the engine's input and outputs stay f32). Meant for aarch64 cores with FP16
+    /// arithmetic (Raspberry Pi 5, Jetson Orin); elsewhere tract runs it on portable kernels, correct
+    /// but slow. `docs/performance.md`, "Half precision".
+    F16,
 }
 
 impl Precision {
-    /// "fp32" / "int8".
+    /// "fp32" / "int8" / "f16".
     pub fn name(self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",
             Precision::Int8 => "int8",
+            Precision::F16 => "f16",
         }
     }
 }
@@ -187,7 +193,7 @@ impl Engine {
         })?;
         let manifest = Manifest::parse(text, &manifest_path)?;
         let file = match precision {
-            Precision::Fp32 => &manifest.files.fp32,
+            Precision::Fp32 | Precision::F16 => &manifest.files.fp32,
             Precision::Int8 => manifest
                 .files
                 .int8
@@ -216,7 +222,21 @@ impl Engine {
             .map_err(model_err)?
             .with_input_fact(0, f32::fact(shape).into())
             .map_err(model_err)?;
-        let model = model.into_optimized().map_err(model_err)?;
+        let model = match precision {
+            Precision::F16 => {
+                use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
+                use tract_onnx::tract_core::transform::ModelTransform;
+                let typed = model.into_typed().map_err(model_err)?;
+                // tract's Resize computes in f32 only: it stays f32, with casts around it.
+                FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), |n| {
+                    n.op.name() != "Resize"
+                })
+                .transform_into(typed)
+                .and_then(|m| m.into_optimized())
+                .map_err(model_err)?
+            }
+            Precision::Fp32 | Precision::Int8 => model.into_optimized().map_err(model_err)?,
+        };
         check_output_shapes(&model, &manifest).map_err(contract)?;
         let plan = model.into_runnable().map_err(model_err)?;
         let threshold = manifest.threshold.value;
@@ -241,6 +261,7 @@ impl Engine {
         let tolerance = match self.precision {
             Precision::Fp32 => Some(g.fp32_tolerance),
             Precision::Int8 => g.int8_tolerance,
+            Precision::F16 => g.f16_tolerance,
         };
         let Some(tolerance) = tolerance else { return Ok(None) };
         let path = self.dir.join(&g.file.path);
@@ -330,8 +351,11 @@ impl Engine {
                 shape
             )));
         }
-        let t =
-            Tensor::from_shape(&shape, input).map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        let run_err = |e: TractError| EngineError::Run(format!("{e:#}"));
+        let mut t = Tensor::from_shape(&shape, input).map_err(run_err)?;
+        if self.precision == Precision::F16 {
+            t = t.cast_to::<f16>().map_err(run_err)?.into_owned();
+        }
         // A panic inside the runtime must not take the station down: it becomes an error (fail-safe).
         let plan = &self.plan;
         let out =
@@ -346,9 +370,9 @@ impl Engine {
                 })?
                 .map_err(|e| EngineError::Run(format!("{e:#}")))?;
         let view = |i: usize| -> Result<(Vec<f32>, Vec<usize>), EngineError> {
-            let a = out[i]
-                .to_plain_array_view::<f32>()
-                .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+            // f16 outputs come back as f32 (a borrow when they already are).
+            let o = out[i].cast_to::<f32>().map_err(run_err)?;
+            let a = o.to_plain_array_view::<f32>().map_err(run_err)?;
             Ok((a.iter().copied().collect(), a.shape().to_vec()))
         };
         match self.manifest.model_kind {

@@ -61,6 +61,8 @@ fn bundle(dir: &Path) -> Result<Manifest, Box<dyn std::error::Error>> {
             int8_val_auroc: Some(0.985),
             fp32_latency_ms: Some(41.0),
             int8_latency_ms: None,
+            f16_val_auroc: Some(0.99),
+            f16_verdict_agreement: Some(1.0),
             latency_device: "x86_64".into(),
             preferred: Some("fp32".into()),
         }),
@@ -252,6 +254,13 @@ fn invalid_fields() -> TestResult {
             Box::new(|v| {
                 v["files"]["golden"] = serde_json::json!({"path": "golden.npz",
                     "sha256": "0".repeat(64), "fp32_tolerance": 1e-3, "int8_tolerance": -1.0});
+            }),
+        ),
+        (
+            "files.golden.f16_tolerance",
+            Box::new(|v| {
+                v["files"]["golden"] = serde_json::json!({"path": "golden.npz",
+                    "sha256": "0".repeat(64), "fp32_tolerance": 1e-3, "f16_tolerance": 1e9});
             }),
         ),
     ];

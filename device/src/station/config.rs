@@ -46,6 +46,9 @@ pub enum PrecisionChoice {
     Fp32,
     /// `model_int8.onnx`.
     Int8,
+    /// `model_fp32.onnx` in half precision (aarch64 cores with FP16 arithmetic; see
+    /// `runtime::engine::Precision::F16`).
+    F16,
 }
 
 /// The whole file.
@@ -60,7 +63,7 @@ pub struct StationConfig {
     /// (`manifest.sig`); empty: unsigned bundles load. Relative paths are from this file's folder.
     #[serde(default)]
     pub trusted_keys: Vec<PathBuf>,
-    /// fp32, int8 or auto.
+    /// auto, fp32, int8 or f16.
     #[serde(default)]
     pub precision: PrecisionChoice,
     /// tract threads.

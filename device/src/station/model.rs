@@ -53,6 +53,7 @@ fn load_engine(cfg: &StationConfig, trusted: &[PublicKey], path: &Path) -> Resul
         PrecisionChoice::Auto => engine::preferred_precision(&dir),
         PrecisionChoice::Fp32 => Precision::Fp32,
         PrecisionChoice::Int8 => Precision::Int8,
+        PrecisionChoice::F16 => Precision::F16,
     };
     let engine = Engine::load_trusted(&dir, precision, trusted)
         .map_err(|e: EngineError| anyhow::Error::new(e))

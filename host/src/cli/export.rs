@@ -22,6 +22,11 @@ pub struct ExportArgs {
     /// Training normals used to calibrate the int8 activation ranges.
     #[arg(long, default_value_t = host::export::DEFAULT_CALIB)]
     pub calib: usize,
+    /// Also measure the fp32 model in half precision (`device ... --precision f16`, for aarch64
+    /// cores with FP16 arithmetic): records its self-test tolerance, validation AUROC and verdict
+    /// agreement with fp32 in the manifest.
+    #[arg(long)]
+    pub f16: bool,
     /// Validation images stored with libtorch's outputs in golden.npz.
     #[arg(long, default_value_t = 4)]
     pub golden: usize,
@@ -41,6 +46,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
         out: a.out.clone(),
         int8: a.int8,
         calib: a.calib,
+        f16: a.f16,
         golden: a.golden,
         threads: a.threads,
         progress: show_progress(),
@@ -78,6 +84,16 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
         if let Some(agree) = r.int8_verdict_agreement {
             println!("  int8 verdict = fp32 verdict on {:.1}% of validation images", agree * 100.0);
         }
+    }
+    if let (Some(auroc), Some(agree)) = (mm.f16_val_auroc, mm.f16_verdict_agreement) {
+        println!(
+            "  {:<6} {:>12} {:>14}  {} in half precision (speed: measure on the board)",
+            "f16",
+            f(Some(auroc)),
+            "-",
+            m.files.fp32.path
+        );
+        println!("  f16 verdict = fp32 verdict on {:.1}% of validation images", agree * 100.0);
     }
     println!("  latency measured on: {}", mm.latency_device);
     println!(

@@ -53,6 +53,9 @@ pub struct ExportOptions {
     pub int8: bool,
     /// Training normals used to calibrate int8 activation ranges.
     pub calib: usize,
+    /// Also measure the fp32 model in half precision (the station's `f16` option) and record its
+    /// self-test tolerance, validation AUROC and verdict agreement in the manifest.
+    pub f16: bool,
     /// Validation images stored in `golden.npz`.
     pub golden: usize,
     /// Threads for libtorch and tract.
@@ -463,14 +466,26 @@ fn finish(
             fp.scores.iter().zip(&q.scores).filter(|(a, b)| (**a >= thr) == (**b >= thr)).count();
         agreement = Some(same as f64 / fp.scores.len().max(1) as f64);
     }
+    if opts.f16 {
+        // tract's portable f16 kernels here; a board with FP16 arithmetic runs its own (the
+        // self-test tolerance below leaves room for that).
+        let h = score_bundle(&opts.out, runtime::engine::Precision::F16, valid, opts.progress)?;
+        mm.f16_val_auroc = metrics::auroc(&h.scores, &labels);
+        let same =
+            fp.scores.iter().zip(&h.scores).filter(|(a, b)| (**a >= thr) == (**b >= thr)).count();
+        mm.f16_verdict_agreement = Some(same as f64 / fp.scores.len().max(1) as f64);
+    }
     mm.preferred = Some(preferred(&mm).to_string());
     man.metrics = Some(mm);
-    man.files.golden = Some(golden_ref(&opts.out, &man)?);
+    man.files.golden = Some(golden_ref(&opts.out, &man, opts.f16)?);
     man.save(&opts.out)?;
     // The station's own load path, self-test included, must accept what was just written.
     runtime::engine::Engine::load(&opts.out, runtime::engine::Precision::Fp32)?;
     if opts.int8 {
         runtime::engine::Engine::load(&opts.out, runtime::engine::Precision::Int8)?;
+    }
+    if opts.f16 {
+        runtime::engine::Engine::load(&opts.out, runtime::engine::Precision::F16)?;
     }
     Ok(ExportReport { manifest: man, n_valid: valid.len(), int8_verdict_agreement: agreement })
 }
@@ -478,10 +493,11 @@ fn finish(
 /// Step 6: `golden.npz`'s manifest entry. The station's self-test at load (`runtime::golden`) holds each
 /// model file to a tolerance on the largest difference between its outputs and libtorch's on the
 /// golden inputs. Measured here with tract, then widened for other CPUs' kernels (README.md, "Loading
-/// a bundle"): fp32 `max(10 x measured, 1e-3 x scale)`, int8 `max(3 x measured, 0.05 x
-/// scale)`, where scale is the largest golden value's magnitude (at least 1). Wide enough for a
-/// board's summation order, narrow enough to refuse a model that computes something else.
-fn golden_ref(dir: &Path, man: &Manifest) -> Result<manifest::GoldenRef> {
+/// a bundle"): fp32 `max(10 x measured, 1e-3 x scale)`, int8 and f16 (when `f16`) `max(3 x measured,
+/// 0.05 x scale)`, where scale is the largest golden value's magnitude (at least 1). Wide enough for a
+/// board's summation order (f16: a board's FP16 kernels accumulate in half precision, the portable
+/// ones measured here may not), narrow enough to refuse a model that computes something else.
+fn golden_ref(dir: &Path, man: &Manifest, f16: bool) -> Result<manifest::GoldenRef> {
     let bytes = std::fs::read(dir.join(GOLDEN_FILE))
         .map_err(|e| Error::Config(format!("{}: {e}", dir.join(GOLDEN_FILE).display())))?;
     let inp = &man.input;
@@ -504,6 +520,7 @@ fn golden_ref(dir: &Path, man: &Manifest) -> Result<manifest::GoldenRef> {
         Some(_) => Some(measure(runtime::engine::Precision::Int8)?),
         None => None,
     };
+    let half = if f16 { Some(measure(runtime::engine::Precision::F16)?) } else { None };
     let finite = |d: f32, what: &str| {
         if d.is_finite() {
             Ok(d)
@@ -516,6 +533,9 @@ fn golden_ref(dir: &Path, man: &Manifest) -> Result<manifest::GoldenRef> {
         fp32_tolerance: (10.0 * finite(fp32, "fp32")?).max(1e-3 * scale),
         int8_tolerance: int8
             .map(|d| finite(d, "int8").map(|d| (3.0 * d).max(0.05 * scale)))
+            .transpose()?,
+        f16_tolerance: half
+            .map(|d| finite(d, "f16").map(|d| (3.0 * d).max(0.05 * scale)))
             .transpose()?,
     })
 }

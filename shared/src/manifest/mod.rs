@@ -210,6 +210,10 @@ pub struct GoldenRef {
     /// Tolerance for the int8 model (absent: the int8 model is not self-tested).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int8_tolerance: Option<f32>,
+    /// Tolerance for the fp32 model run in half precision (the station's `f16` option; absent: the
+    /// export did not measure it, and an f16 engine is not self-tested at load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f16_tolerance: Option<f32>,
 }
 
 /// Measured quality and speed of the exported files.
@@ -227,6 +231,12 @@ pub struct Metrics {
     /// Mean latency of one int8 inference in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int8_latency_ms: Option<f64>,
+    /// Validation image AUROC of the fp32 model run in half precision (`host export --f16`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f16_val_auroc: Option<f64>,
+    /// Share of validation images whose f16 verdict equals the fp32 verdict (`host export --f16`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f16_verdict_agreement: Option<f64>,
     /// Where the latency was measured (`"x86_64 host, tract, 1 thread"`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub latency_device: String,
@@ -447,6 +457,9 @@ impl Manifest {
             }
             if g.int8_tolerance.is_some_and(|t| !ok(t)) {
                 return Err(invalid(path, "files.golden.int8_tolerance", "must be > 0 and <= 1e6"));
+            }
+            if g.f16_tolerance.is_some_and(|t| !ok(t)) {
+                return Err(invalid(path, "files.golden.f16_tolerance", "must be > 0 and <= 1e6"));
             }
         }
         Ok(())

@@ -126,6 +126,27 @@ mod tests {
         v
     }
 
+    /// Every format the station's folder source takes (PNG, JPEG, BMP, TIFF, PPM) decodes to the
+    /// image's size.
+    #[test]
+    fn every_folder_source_format_decodes() {
+        let img =
+            image::RgbImage::from_fn(24, 16, |x, y| image::Rgb([x as u8 * 10, y as u8 * 10, 90]));
+        for fmt in [
+            image::ImageFormat::Png,
+            image::ImageFormat::Jpeg,
+            image::ImageFormat::Bmp,
+            image::ImageFormat::Tiff,
+            image::ImageFormat::Pnm,
+        ] {
+            let mut buf = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut buf, fmt).unwrap_or_else(|e| panic!("{fmt:?}: {e}"));
+            let (rgb, w, h) = decode_bytes(buf.get_ref(), &DecodeLimits::default())
+                .unwrap_or_else(|e| panic!("{fmt:?}: {e}"));
+            assert_eq!((w, h, rgb.len()), (24, 16, 24 * 16 * 3), "{fmt:?}");
+        }
+    }
+
     fn crc32(b: &[u8]) -> u32 {
         let mut c = !0u32;
         for &x in b {

@@ -24,6 +24,50 @@ def device_bench(a, precision):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def station_rss(a, precision, frames=10):
+    """Peak RSS (MB) of `device run` (the station service: folder source, stdout off) inspecting
+    `frames` copies of the image (`--image`, else a grey PPM of input size) with the bundle at
+    `precision`; its wall time per frame in ms."""
+    import shutil
+    import tempfile
+    m = json.loads((pathlib.Path(a.bundle) / "manifest.json").read_text())["input"]
+    with tempfile.TemporaryDirectory(prefix="glass-edge-bench-") as tmp:
+        frames_dir = pathlib.Path(tmp) / "frames"
+        frames_dir.mkdir()
+        for i in range(frames):
+            dst = frames_dir / f"{i:03d}{pathlib.Path(a.image).suffix if a.image else '.ppm'}"
+            if a.image:
+                shutil.copy(a.image, dst)
+            else:
+                w, h = m["width"], m["height"]
+                dst.write_bytes(f"P6 {w} {h} 255\n".encode() + bytes([128]) * (w * h * 3))
+        cfg = pathlib.Path(tmp) / "station.toml"
+        cfg.write_text(
+            f'station_id = "bench"\nmodel = "{pathlib.Path(a.bundle).resolve()}"\n'
+            f'precision = "{precision}"\nthreads = {a.threads}\ninspect_window_ms = 60000\n'
+            f'state_dir = "state"\nmax_frames = {frames}\n'
+            f'[source]\nkind = "folder"\npath = "frames"\npoll_ms = 10\nsettle_ms = 0\n'
+            f'[outputs]\nstdout = false\n')
+        t = time.perf_counter()
+        p = subprocess.Popen([a.device, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        # The station's own high-water mark (VmHWM of its memory after exec), read until it exits:
+        # a waited child's ru_maxrss would also count this Python process, which it was forked from.
+        hwm_kb = 0
+        while p.poll() is None:
+            try:
+                for line in pathlib.Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        hwm_kb = max(hwm_kb, int(line.split()[1]))
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+        wall = (time.perf_counter() - t) * 1e3
+        if p.returncode != 0:
+            raise SystemExit(f"device run on {a.bundle} failed (exit {p.returncode})")
+        return hwm_kb / 1024, wall / frames
+
+
 def ort_session(path, threads):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -133,6 +177,9 @@ def main():
         for k, (n, t) in kinds:
             print(f"  {k:<24} {n:>6} {t:>9.3f} {100 * t / total:>6.1f}%")
     best = min(precisions, key=lambda p: med(rows[f"device_{p}"]))
+    run_rss, run_ms = station_rss(a, best)
+    print(f"  device run (station, {best}, 10 frames): peak RSS {run_rss:.1f} MB, "
+          f"{run_ms:.1f} ms per frame incl. start-up")
     out = {
         "bundle": str(bundle),
         "input": f"{inp['width']}x{inp['height']}",
@@ -149,6 +196,7 @@ def main():
         "device_frame_ms": med(frame[best]),
         "device_best_precision": best,
         "device_peak_rss_mb": round(max(rss), 1) if rss else None,
+        "device_run_peak_rss_mb": round(run_rss, 1),
         "ratio": round(med(rows[f"device_{best}"]) / med(rows["ort_fp32"]), 3),
     }
     print(json.dumps(out))

@@ -45,8 +45,21 @@ fn model_id(engine: &Engine) -> ModelId {
 }
 
 /// Loads the bundle at `path` (links resolved first, so a switch during the load cannot mix two
-/// bundles) the way the station runs it.
+/// bundles) the way the station runs it, on a thread of its own: the golden self-test's scratch
+/// buffers (tract keeps them per thread) go when that thread ends, instead of staying beside the
+/// inspection worker's for the station's life.
 fn load_engine(cfg: &StationConfig, trusted: &[PublicKey], path: &Path) -> Result<Engine> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("load-model".into())
+            .spawn_scoped(s, || load_engine_here(cfg, trusted, path))
+            .context("starting the model loader thread")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("loading {} panicked", path.display()))?
+    })
+}
+
+fn load_engine_here(cfg: &StationConfig, trusted: &[PublicKey], path: &Path) -> Result<Engine> {
     let dir = std::fs::canonicalize(path)
         .with_context(|| format!("the model bundle {}", path.display()))?;
     let precision = match cfg.precision {

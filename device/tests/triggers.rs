@@ -101,3 +101,86 @@ fn three_triggers_one_file_give_one_result_and_two_no_frame_fails() -> anyhow::R
     assert_eq!(faults, [Fault::None, Fault::NoFrame, Fault::NoFrame]);
     Ok(())
 }
+
+/// A stop (SIGTERM) while triggers wait for frames: each still gets its Fail (fault `NoFrame`, its
+/// request id) before the station exits 0, so the line never waits for a result that will not come.
+#[test]
+fn triggers_waiting_at_sigterm_get_their_fail() -> anyhow::Result<()> {
+    let (mut master, slave_path, _slave) = common::raw_pty()?;
+    let mut reader = master.try_clone()?;
+    let (tx, rx) = std::sync::mpsc::channel::<Message>();
+    std::thread::spawn(move || {
+        let mut dec = FrameDecoder::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            dec.feed(&buf[..n], |m| {
+                if let Ok(m) = m {
+                    let _ = tx.send(m);
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("inbox"))?;
+    let cfg = dir.path().join("station.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "station_id = \"trg\"\nmodel = \"{}\"\ninspect_window_ms = 20000\nstate_dir = \"state\"\n\
+             trigger = \"serial\"\ntrigger_window_ms = 60000\n\
+             [source]\nkind = \"folder\"\npath = \"inbox\"\npoll_ms = 10\n\
+             [outputs.serial]\nport = \"{}\"\ncommands = [\"trigger\"]\n",
+            demo().display(),
+            slave_path.display()
+        ),
+    )?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_device"))
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    });
+    let mut out = Vec::new();
+    for id in [21, 22] {
+        out.extend(wire::encode_frame_vec(&Message::Request(Request {
+            id,
+            command: wire::Command::Trigger,
+        }))?);
+    }
+    master.write_all(&out)?;
+    // Both triggers taken (acknowledged), then the stop.
+    let mut acks = Vec::new();
+    while acks.len() < 2 {
+        if let Message::Ack(a) = rx.recv_timeout(Duration::from_secs(30))? {
+            acks.push((a.id, a.code));
+        }
+    }
+    assert_eq!(acks, [(21, AckCode::Ok), (22, AckCode::Ok)]);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let lines: Vec<serde_json::Value> = BufReader::new(child.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    let status = child.wait()?;
+    let mut err = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut err)?;
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (l, id) in lines.iter().zip([21, 22]) {
+        assert_eq!(l["request_id"], id, "{l}");
+        assert_eq!(l["fault"], "NoFrame", "{l}");
+        assert_eq!(l["verdict"], "fail", "{l}");
+        assert!(l["error"].as_str().is_some_and(|e| e.contains("stopping")), "{l}");
+    }
+    Ok(())
+}

@@ -9,7 +9,7 @@
 //! fault in the result and the status, and the loop goes on. A threshold set over a command link is
 //! saved in `state_dir/threshold.json` and then applied (reloaded at start when the model is the same).
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,18 +169,29 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
 
     notify::ready(&format!("inspecting with {}", cfg.model.display()));
     let done = AtomicBool::new(false);
+    let heartbeat = Heartbeat::default();
+    // How long the source may take over a frame asked of it before the watchdog stops being fed: a
+    // camera's capture timeout, plus room for a slow folder listing.
+    let stall = Duration::from_secs(10)
+        + match &cfg.source {
+            SourceConfig::V4l(c) => Duration::from_millis(c.timeout_ms),
+            SourceConfig::Folder { .. } => Duration::ZERO,
+        };
     let camera = matches!(source, Source::Camera(_));
     let (want_frame, wanted_rx) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
-        let (inbox, done) = (&inbox, &done);
+        // However the loop ends (a panic included), the clock and the source end, so the scope joins.
+        let _done = SetOnDrop(&done);
+        let (inbox, done, heartbeat) = (&inbox, &done, &heartbeat);
         s.spawn(move || inbox::clock(inbox, stop, reload, done));
         let triggered = cfg.trigger != Trigger::FreeRun;
-        s.spawn(move || source_worker(source, &wanted_rx, inbox, triggered, done));
-        station.run(&requests, &want_frame, camera, &mut outputs);
+        s.spawn(move || source_worker(source, &wanted_rx, inbox, triggered, done, heartbeat));
+        let io = LoopIo { requests: &requests, want_frame, inbox, done, heartbeat, stall, camera };
+        station.run(&io, &mut outputs);
         // The producers end: the clock and the source at once, the link threads at their next
         // request (their channel end is gone).
         done.store(true, Ordering::Relaxed);
-        drop(want_frame);
+        drop(io);
         drop(requests);
     });
     notify::stopping();
@@ -194,18 +205,67 @@ fn run_inner<P: embedded_hal::digital::OutputPin>(
     })
 }
 
+/// Sets the flag when dropped (also while a panic unwinds).
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// When the source worker last showed it was alive while working on a frame.
+struct Heartbeat {
+    start: Instant,
+    ms: AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat { start: Instant::now(), ms: AtomicU64::new(0) }
+    }
+}
+
+impl Heartbeat {
+    fn beat(&self) {
+        self.ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn age(&self) -> Duration {
+        self.start.elapsed().saturating_sub(Duration::from_millis(self.ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// What the loop talks to besides its outputs.
+struct LoopIo<'a> {
+    requests: &'a Receiver<Request>,
+    /// Asks the source for one frame.
+    want_frame: std::sync::mpsc::Sender<()>,
+    inbox: &'a Inbox,
+    /// Set when the loop ends: the source gives up the frame it looks for.
+    done: &'a AtomicBool,
+    heartbeat: &'a Heartbeat,
+    /// See `run_inner`.
+    stall: Duration,
+    camera: bool,
+}
+
 /// Takes a frame from the source each time the loop asks for one (`wanted`), and puts it in the
-/// loop's channel (with the fault a frame that could not be read reports).
+/// loop's channel (with the fault a frame that could not be read reports); when the loop ends while
+/// it looks for one, says so (`SourceIdle`) instead of taking a frame nobody will inspect.
 fn source_worker(
     mut source: Source,
     wanted: &Receiver<()>,
     inbox: &Inbox,
     triggered: bool,
     done: &AtomicBool,
+    heartbeat: &Heartbeat,
 ) {
     while wanted.recv().is_ok() {
         let (frame, fault) = loop {
+            heartbeat.beat();
             if done.load(Ordering::Relaxed) {
+                inbox.send(Request::SourceIdle);
                 return;
             }
             match &mut source {
@@ -226,6 +286,7 @@ fn source_worker(
                 },
             }
         };
+        heartbeat.beat();
         if !inbox.send(Request::Frame(frame, fault)) {
             return;
         }
@@ -298,21 +359,20 @@ impl<'c> Station<'c> {
     }
 
     /// Takes requests until a stop (signal, `max_frames`, every producer gone). One frame is asked of
-    /// the source at a time: always when free-running, while a trigger waits when triggered.
-    fn run(
-        &mut self,
-        requests: &Receiver<Request>,
-        want_frame: &std::sync::mpsc::Sender<()>,
-        camera: bool,
-        outputs: &mut Outputs<'_>,
-    ) {
+    /// the source at a time: always when free-running, while a trigger waits when triggered. At the
+    /// stop, a frame the source already took is inspected (or, past `max_frames`, named in the log),
+    /// and triggers still waiting get their Fail.
+    fn run(&mut self, io: &LoopIo<'_>, outputs: &mut Outputs<'_>) {
         let free_run = self.cfg.trigger == Trigger::FreeRun;
         let mut watchdog = notify::Watchdog::from_env();
-        // A frame asked of the source and not yet here.
-        let mut asked = false;
+        // When the frame asked of the source and not yet here was asked for.
+        let mut asked: Option<Instant> = None;
         // A folder frame that came after its trigger had already failed (NoFrame): the next trigger's.
         let mut held: Option<(source::Frame, Fault)> = None;
-        while !self.max_frames_reached() {
+        let stopped = loop {
+            if self.max_frames_reached() {
+                break false;
+            }
             if !free_run && !self.pending.is_empty() {
                 if let Some((frame, fault)) = held.take() {
                     let id = self.pending.pop_front().and_then(|t| t.id);
@@ -320,50 +380,121 @@ impl<'c> Station<'c> {
                     continue;
                 }
             }
-            if !asked && (free_run || !self.pending.is_empty()) {
-                asked = want_frame.send(()).is_ok();
+            if asked.is_none() && (free_run || !self.pending.is_empty()) {
+                asked = io.want_frame.send(()).is_ok().then(Instant::now);
             }
             // The clock ticks every 20 ms; the timeout only guards against a clock that died.
-            let request = match requests.recv_timeout(Duration::from_secs(1)) {
+            let request = match io.requests.recv_timeout(Duration::from_secs(1)) {
                 Ok(r) => r,
                 Err(RecvTimeoutError::Timeout) => Request::Tick,
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => break false,
             };
-            // The loop is taking requests: systemd's watchdog is fed only from here, so a loop that
-            // hangs is restarted.
-            watchdog.ping();
+            io.inbox.taken(&request);
+            // systemd's watchdog is fed only from here, and only while the source is not stuck on a
+            // frame it was asked for: a loop or a source that hangs gets the service restarted.
+            if asked.is_none() || io.heartbeat.age() < io.stall {
+                watchdog.ping();
+            }
             match request {
-                Request::Stop => break,
+                Request::Stop => break true,
                 Request::Tick => self.tick(outputs),
                 Request::Reload => self.reloader.request(self.cfg, &self.trusted),
+                Request::SourceIdle => asked = None,
                 Request::Trigger(at) => {
                     if self.pending.len() < commands::MAX_PENDING_TRIGGERS {
                         self.pending.push_back(commands::PendingTrigger { id: None, at });
+                    } else {
+                        self.requests_dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Request::Command { link, id, command } => self.command(outputs, link, id, command),
                 Request::Frame(frame, fault) => {
-                    asked = false;
-                    if free_run {
-                        // Free-running, a camera that gave no frame is a fault in the status, not a
-                        // result: no part was asked about.
-                        if camera && frame.bytes.is_err() {
-                            self.camera_fault(&frame);
-                            continue;
-                        }
-                        self.inspect(outputs, frame, fault, None);
-                    } else if let Some(t) = self.pending.pop_front() {
-                        self.inspect(outputs, frame, fault, t.id);
-                    } else if camera {
-                        // Its trigger already failed with NoFrame; a later trigger takes a fresh one.
-                        if frame.bytes.is_err() {
-                            self.camera_fault(&frame);
-                        }
-                    } else {
-                        held = Some((frame, fault));
-                    }
+                    let at = asked.take();
+                    held = self.take_frame(outputs, frame, fault, io.camera, at);
                 }
             }
+        };
+        // The frame the source may be reading right now: it was taken from the folder, so it is
+        // inspected (a stop finishes the frame in flight), unless `max_frames` is reached.
+        if asked.is_some() {
+            io.done.store(true, Ordering::Relaxed);
+            let end = Instant::now() + io.stall;
+            while let Ok(r) =
+                io.requests.recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                io.inbox.taken(&r);
+                match r {
+                    Request::Frame(frame, _) if self.max_frames_reached() => {
+                        tracing::warn!(
+                            "{} was read but not inspected: max_frames reached",
+                            frame.name
+                        );
+                        break;
+                    }
+                    Request::Frame(frame, fault) => {
+                        held = self.take_frame(outputs, frame, fault, io.camera, None);
+                        break;
+                    }
+                    Request::SourceIdle => break,
+                    _ => {}
+                }
+            }
+        }
+        if let Some((frame, _)) = held {
+            tracing::warn!("{} was read but no trigger came for it before the stop", frame.name);
+        }
+        // Every trigger gets its result: those still waiting fail, no frame will come.
+        while stopped && !self.max_frames_reached() {
+            let Some(t) = self.pending.pop_front() else { break };
+            let frame = source::Frame {
+                name: "trigger".into(),
+                bytes: Err("no frame: the station is stopping".into()),
+            };
+            self.inspect(outputs, frame, Fault::NoFrame, t.id);
+        }
+    }
+
+    /// A frame from the source. Free-running it is inspected. Triggered it goes to the oldest trigger
+    /// still in its window, except that a camera frame is not given to a trigger that came after the
+    /// frame was asked for (it may have been exposed before that trigger; a fresh one is asked for). A
+    /// folder frame with no trigger waiting is returned, to be held for the next trigger.
+    fn take_frame(
+        &mut self,
+        outputs: &mut Outputs<'_>,
+        frame: source::Frame,
+        fault: Fault,
+        camera: bool,
+        asked_at: Option<Instant>,
+    ) -> Option<(source::Frame, Fault)> {
+        if self.cfg.trigger == Trigger::FreeRun {
+            // Free-running, a camera that gave no frame is a fault in the status, not a result: no
+            // part was asked about.
+            if camera && frame.bytes.is_err() {
+                self.camera_fault(&frame);
+            } else {
+                self.inspect(outputs, frame, fault, None);
+            }
+            return None;
+        }
+        self.expire_triggers(outputs);
+        match self.pending.front() {
+            Some(t) if camera && asked_at.is_some_and(|a| t.at > a) => {
+                tracing::debug!("{}: taken before the waiting trigger, asking again", frame.name);
+                None
+            }
+            Some(_) => {
+                let id = self.pending.pop_front().and_then(|t| t.id);
+                self.inspect(outputs, frame, fault, id);
+                None
+            }
+            // Its trigger already failed with NoFrame; a later trigger takes a fresh one.
+            None if camera => {
+                if frame.bytes.is_err() {
+                    self.camera_fault(&frame);
+                }
+                None
+            }
+            None => Some((frame, fault)),
         }
     }
 
@@ -375,7 +506,7 @@ impl<'c> Station<'c> {
     }
 
     /// The clock: a finished reload is swapped in (between two frames); triggers past their window
-    /// get their Fail (fault NoFrame), oldest first.
+    /// get their Fail.
     fn tick(&mut self, outputs: &mut Outputs<'_>) {
         if let Some((new, note)) = self.reloader.poll(self.cfg) {
             if let Some(n) = new {
@@ -387,15 +518,19 @@ impl<'c> Station<'c> {
             self.model_note = Some(note);
             outputs.status(&self.view("ready"));
         }
+        self.expire_triggers(outputs);
+    }
+
+    /// Triggers past their window get their Fail (fault NoFrame), oldest first.
+    fn expire_triggers(&mut self, outputs: &mut Outputs<'_>) {
         let window = Duration::from_millis(self.cfg.trigger_window_ms);
-        while self.pending.front().is_some_and(|t| t.at.elapsed() >= window) {
+        while !self.max_frames_reached()
+            && self.pending.front().is_some_and(|t| t.at.elapsed() >= window)
+        {
             let id = self.pending.pop_front().and_then(|t| t.id);
             let msg = format!("no frame within {} ms of the trigger", self.cfg.trigger_window_ms);
             let frame = source::Frame { name: "trigger".into(), bytes: Err(msg) };
             self.inspect(outputs, frame, Fault::NoFrame, id);
-            if self.max_frames_reached() {
-                break;
-            }
         }
     }
 

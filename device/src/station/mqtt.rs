@@ -21,7 +21,7 @@ use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS, Transport};
 use serde::{Deserialize, Serialize};
 
 use super::config::MqttConfig;
-use super::inbox::{Inbox, Incoming, Link, Request};
+use super::inbox::{Inbox, Incoming, Link};
 use shared::wire::Command;
 
 /// A command received on `<prefix>/<station>/cmd`.
@@ -278,11 +278,7 @@ impl MqttOutput {
                                 } else if p.topic.ends_with("/cmd") {
                                     if let Ok(c) = serde_json::from_slice::<MqttCommand>(&p.payload)
                                     {
-                                        inbox.offer(Request::Command {
-                                            link: Link::Mqtt,
-                                            id: c.id,
-                                            command: c.to_incoming(),
-                                        });
+                                        inbox.offer_command(Link::Mqtt, c.id, c.to_incoming());
                                     }
                                 }
                             }

@@ -238,7 +238,7 @@ impl Output for SerialOut {
             return;
         }
         self.send(&Message::Ack(Ack { id, code }));
-        if *command == Incoming::Wire(Command::GetStatus) {
+        if code == AckCode::Ok && *command == Incoming::Wire(Command::GetStatus) {
             self.status_seq = self.status_seq.wrapping_add(1);
             self.send(&Message::Status(v.wire_status(self.status_seq)));
         }

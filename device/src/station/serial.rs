@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shared::wire::{self, FrameDecoder, Message};
 
-use super::inbox::{Inbox, Incoming, Link, Request};
+use super::inbox::{Inbox, Incoming, Link};
 
 /// An open serial link.
 pub struct SerialLink {
@@ -45,11 +45,11 @@ impl SerialLink {
                             let mut open = true;
                             dec.feed(&buf[..n], |m| {
                                 if let Ok(Message::Request(r)) = m {
-                                    open &= inbox.offer(Request::Command {
-                                        link: Link::Serial,
-                                        id: r.id,
-                                        command: Incoming::Wire(r.command),
-                                    });
+                                    open &= inbox.offer_command(
+                                        Link::Serial,
+                                        r.id,
+                                        Incoming::Wire(r.command),
+                                    );
                                 }
                             });
                             if !open {

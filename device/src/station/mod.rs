@@ -9,7 +9,7 @@
 //! fault in the result and the status, and the loop goes on. A threshold set over a command link is
 //! saved in `state_dir/threshold.json` and then applied (reloaded at start when the model is the same).
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ pub mod camera;
 pub mod commands;
 pub mod config;
 pub mod disk;
+pub mod feed;
 pub mod frame;
 pub mod gpio;
 pub mod inbox;
@@ -38,16 +39,11 @@ pub mod trigger;
 
 pub use config::StationConfig;
 use config::{SourceConfig, Trigger};
+use feed::{source_worker, Heartbeat, Source};
 use inbox::{Inbox, Incoming, Link, Request};
 use outputs::{Outputs, Report, View};
 pub use record::ResultLine;
 use record::{now_ms, StatusJson};
-
-/// Where frames come from.
-enum Source {
-    Folder(source::FolderSource),
-    Camera(camera::CameraSource),
-}
 
 /// What a run did (returned when it stops).
 #[derive(Debug, Clone, Default)]
@@ -214,28 +210,6 @@ impl Drop for SetOnDrop<'_> {
     }
 }
 
-/// When the source worker last showed it was alive while working on a frame.
-struct Heartbeat {
-    start: Instant,
-    ms: AtomicU64,
-}
-
-impl Default for Heartbeat {
-    fn default() -> Self {
-        Heartbeat { start: Instant::now(), ms: AtomicU64::new(0) }
-    }
-}
-
-impl Heartbeat {
-    fn beat(&self) {
-        self.ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn age(&self) -> Duration {
-        self.start.elapsed().saturating_sub(Duration::from_millis(self.ms.load(Ordering::Relaxed)))
-    }
-}
-
 /// What the loop talks to besides its outputs.
 struct LoopIo<'a> {
     requests: &'a Receiver<Request>,
@@ -248,49 +222,6 @@ struct LoopIo<'a> {
     /// See `run_inner`.
     stall: Duration,
     camera: bool,
-}
-
-/// Takes a frame from the source each time the loop asks for one (`wanted`), and puts it in the
-/// loop's channel (with the fault a frame that could not be read reports); when the loop ends while
-/// it looks for one, says so (`SourceIdle`) instead of taking a frame nobody will inspect.
-fn source_worker(
-    mut source: Source,
-    wanted: &Receiver<()>,
-    inbox: &Inbox,
-    triggered: bool,
-    done: &AtomicBool,
-    heartbeat: &Heartbeat,
-) {
-    while wanted.recv().is_ok() {
-        let (frame, fault) = loop {
-            heartbeat.beat();
-            if done.load(Ordering::Relaxed) {
-                inbox.send(Request::SourceIdle);
-                return;
-            }
-            match &mut source {
-                Source::Folder(f) => {
-                    if let Some(frame) = f.next(Duration::from_millis(50)) {
-                        break (frame, Fault::Decode);
-                    }
-                }
-                // A triggered capture takes a frame exposed after the trigger, not one queued before.
-                Source::Camera(c) => match c.capture_fresh(triggered) {
-                    Ok(frame) => break (frame, Fault::Camera),
-                    Err(e) => {
-                        break (
-                            source::Frame { name: "camera".into(), bytes: Err(e) },
-                            Fault::Camera,
-                        )
-                    }
-                },
-            }
-        };
-        heartbeat.beat();
-        if !inbox.send(Request::Frame(frame, fault)) {
-            return;
-        }
-    }
 }
 
 /// The station loop's state.

@@ -4,14 +4,14 @@
 //! - over a pseudo-terminal pair, a line-side process sends `SetThreshold`, `GetStatus` and `Trigger`
 //!   frames with garbage in between and receives the acks, the status and one result per trigger,
 //!   judged at the new threshold (which is persisted).
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use device::station::{self, StationConfig};
-use shared::wire::{self, AckCode, Command, Fault, FrameDecoder, Message, Request, Verdict};
+use shared::wire::{self, AckCode, Command, Fault, Message, Request, Verdict};
 
 mod common;
 
@@ -87,22 +87,7 @@ fn serial_requests_over_a_pty() -> anyhow::Result<()> {
     let state = cfg.state_dir.clone();
     let station = std::thread::spawn(move || station::run(&cfg, &AtomicBool::new(false)));
 
-    let mut reader = master.try_clone()?;
-    let (tx, rx) = std::sync::mpsc::channel::<Message>();
-    std::thread::spawn(move || {
-        let mut dec = FrameDecoder::new();
-        let mut buf = [0u8; 512];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            dec.feed(&buf[..n], |m| {
-                if let Ok(m) = m {
-                    let _ = tx.send(m);
-                }
-            });
-        }
-    });
+    let rx = common::wire_messages(master.try_clone()?);
     // Garbage, requests, more garbage and a corrupt frame. Line noise ends with a delimiter (a sender
     // starts each frame with 0x00 so that the receiver resynchronises after noise).
     let mut out = vec![0x13, 0x37, 0x00, 0xff, 0xfe, 0x00];
@@ -193,22 +178,7 @@ fn a_command_flood_is_answered_busy_and_frames_still_get_results() -> anyhow::Re
     )?;
     let t0 = Instant::now();
     let station = std::thread::spawn(move || station::run(&cfg, &AtomicBool::new(false)));
-    let mut reader = master.try_clone()?;
-    let (tx, rx) = std::sync::mpsc::channel::<Message>();
-    std::thread::spawn(move || {
-        let mut dec = FrameDecoder::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            dec.feed(&buf[..n], |m| {
-                if let Ok(m) = m {
-                    let _ = tx.send(m);
-                }
-            });
-        }
-    });
+    let rx = common::wire_messages(master.try_clone()?);
     // The writer is not joined: once the station has stopped nobody reads the link, and a write
     // into the full pseudo-terminal would block for ever.
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));

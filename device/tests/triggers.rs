@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use shared::wire::{self, AckCode, Fault, FrameDecoder, Message, Request};
+use shared::wire::{self, AckCode, Fault, Message, Request};
 
 mod common;
 use common::demo;
@@ -14,22 +14,7 @@ use common::demo;
 #[test]
 fn three_triggers_one_file_give_one_result_and_two_no_frame_fails() -> anyhow::Result<()> {
     let (mut master, slave_path, _slave) = common::raw_pty()?;
-    let mut reader = master.try_clone()?;
-    let (tx, rx) = std::sync::mpsc::channel::<Message>();
-    std::thread::spawn(move || {
-        let mut dec = FrameDecoder::new();
-        let mut buf = [0u8; 512];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            dec.feed(&buf[..n], |m| {
-                if let Ok(m) = m {
-                    let _ = tx.send(m);
-                }
-            });
-        }
-    });
+    let rx = common::wire_messages(master.try_clone()?);
     let dir = tempfile::tempdir()?;
     let inbox = dir.path().join("inbox");
     std::fs::create_dir_all(&inbox)?;
@@ -107,22 +92,7 @@ fn three_triggers_one_file_give_one_result_and_two_no_frame_fails() -> anyhow::R
 #[test]
 fn triggers_waiting_at_sigterm_get_their_fail() -> anyhow::Result<()> {
     let (mut master, slave_path, _slave) = common::raw_pty()?;
-    let mut reader = master.try_clone()?;
-    let (tx, rx) = std::sync::mpsc::channel::<Message>();
-    std::thread::spawn(move || {
-        let mut dec = FrameDecoder::new();
-        let mut buf = [0u8; 512];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            dec.feed(&buf[..n], |m| {
-                if let Ok(m) = m {
-                    let _ = tx.send(m);
-                }
-            });
-        }
-    });
+    let rx = common::wire_messages(master.try_clone()?);
     let dir = tempfile::tempdir()?;
     std::fs::create_dir_all(dir.path().join("inbox"))?;
     let cfg = dir.path().join("station.toml");

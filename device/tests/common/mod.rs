@@ -49,3 +49,27 @@ pub fn raw_pty() -> anyhow::Result<(std::fs::File, PathBuf, std::os::fd::OwnedFd
     let path = nix::unistd::ttyname(&pty.slave)?;
     Ok((std::fs::File::from(pty.master), path, pty.slave))
 }
+
+/// Decodes `shared::wire` messages arriving on `reader` (a pty master) on a thread of its own; corrupt
+/// frames are skipped, as the station's own decoder does.
+pub fn wire_messages(
+    mut reader: std::fs::File,
+) -> std::sync::mpsc::Receiver<shared::wire::Message> {
+    use std::io::Read;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut dec = shared::wire::FrameDecoder::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            dec.feed(&buf[..n], |m| {
+                if let Ok(m) = m {
+                    let _ = tx.send(m);
+                }
+            });
+        }
+    });
+    rx
+}

@@ -40,6 +40,8 @@ fn tinyvit_graph_matches_libtorch_in_tract_and_onnxruntime() -> anyhow::Result<(
     eprintln!("libtorch logits {want:?}");
     assert!(want.iter().any(|v| v.abs() > 1e-3), "degenerate logits {want:?}");
 
+    // The runtime's kernel choices before this process's first tract model (runtime::kernels).
+    runtime::kernels::configure();
     let plan = tract_onnx::onnx()
         .model_for_path(&path)?
         .with_input_fact(0, f32::fact([1, 3, 512, 512]).into())?

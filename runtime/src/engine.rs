@@ -207,6 +207,7 @@ impl Engine {
         let model_err =
             |e: TractError| EngineError::Model { path: model_path.clone(), msg: format!("{e:#}") };
         let contract = |msg: String| EngineError::Contract { path: model_path.clone(), msg };
+        crate::kernels::configure();
         let onnx = tract_onnx::onnx();
         let proto = onnx.proto_model_for_read(&mut &model_bytes[..]).map_err(model_err)?;
         drop(model_bytes);
@@ -487,6 +488,7 @@ pub fn tensor_ranges(
         path: model_path.to_path_buf(),
         msg: format!("{e:#}"),
     };
+    crate::kernels::configure();
     let mut model = tract_onnx::onnx()
         .model_for_path(model_path)
         .map_err(err)?

@@ -12,5 +12,6 @@ pub mod engine;
 pub mod error;
 pub mod golden;
 pub mod inspect;
+pub mod kernels;
 pub mod overlay;
 pub mod profile;

@@ -169,11 +169,30 @@ pub fn check_onnx(bundle: &Path, model: &str) -> Result<serde_json::Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-/// Makes a fatal signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE) in this test binary print the native stack of
-/// the faulting thread to stderr before the process dies as it would have, so that a rare crash inside
-/// libtorch or tract seen only in CI leaves a trace in the CI log. Idempotent; call at the start of a
-/// test.
+/// Makes a fatal signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE) in the calling test thread print the signal,
+/// its code and address, and the native stack of the faulting thread to stderr before the process dies
+/// as it would have, so that a rare crash inside libtorch or tract seen only in CI leaves a trace in the
+/// CI log. Call at the start of a test, on the test's own thread.
+///
+/// The handler runs on a 1 MiB alternate signal stack installed here for the calling thread: the one
+/// Rust's runtime gives each thread is sized for the largest signal frame the kernel may push
+/// (AT_MINSIGSTKSZ, ~11.7 KB on this CPU with AMX tile state), so once libtorch's math libraries have
+/// used AMX on a thread, a handler on that stack overflows at its first call and the process dies
+/// silently (seen in the kernel log of three CI crashes: the fault at the handler's entry, 448 bytes
+/// above the stack's guard page).
 pub fn report_crashes() {
+    const ALT_STACK: usize = 1 << 20;
+    thread_local! {
+        static ALT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if !ALT.with(|a| a.replace(true)) {
+        // Leaked on purpose: the stack must outlive the thread's last signal.
+        let stack: &'static mut [u8] = Box::leak(vec![0u8; ALT_STACK].into_boxed_slice());
+        let ss =
+            libc::stack_t { ss_sp: stack.as_mut_ptr().cast(), ss_flags: 0, ss_size: ALT_STACK };
+        // SAFETY: the stack is valid, writable and never freed.
+        unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) };
+    }
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
@@ -197,12 +216,39 @@ extern "C" {
     fn backtrace_symbols_fd(buffer: *const *mut libc::c_void, size: libc::c_int, fd: libc::c_int);
 }
 
-extern "C" fn on_fatal_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    let msg = b"\n*** fatal signal in this test binary; native stack of the faulting thread:\n";
+/// Writes `v` in hex into `buf` (async-signal-safe); returns the digits.
+fn hex(mut v: u64, buf: &mut [u8; 18]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[(v & 15) as usize];
+        v >>= 4;
+        if v == 0 || i == 2 {
+            break;
+        }
+    }
+    i -= 2;
+    buf[i] = b'0';
+    buf[i + 1] = b'x';
+    &buf[i..]
+}
+
+extern "C" fn on_fatal_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     let mut frames = [std::ptr::null_mut::<libc::c_void>(); 64];
-    // SAFETY: the buffer holds 64 frames; both calls write to stderr only.
+    let mut b = [0u8; 18];
+    // SAFETY: `info` is the kernel's siginfo for this signal; the buffer holds 64 frames; every call
+    // writes to stderr only.
     unsafe {
-        libc::write(2, msg.as_ptr().cast(), msg.len());
+        let put = |s: &[u8]| {
+            libc::write(2, s.as_ptr().cast(), s.len());
+        };
+        put(b"\n*** fatal signal ");
+        put(hex(sig as u64, &mut b));
+        put(b" in this test binary, si_code ");
+        put(hex((*info).si_code as u32 as u64, &mut b));
+        put(b", si_addr ");
+        put(hex((*info).si_addr() as u64, &mut b));
+        put(b"; native stack of the faulting thread:\n");
         let n = backtrace(frames.as_mut_ptr(), 64);
         backtrace_symbols_fd(frames.as_ptr(), n, 2);
     }

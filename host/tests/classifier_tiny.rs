@@ -121,6 +121,8 @@ fn efficientnet_lite0_classifier_separates_synthetic_defects() -> anyhow::Result
     let pro = m.aupro.context("no AUPRO")?;
     eprintln!("Grad-CAM pixel AUROC {px:.3}, AUPRO {pro:.3}");
     assert!(px >= CAM_FLOOR, "Grad-CAM pixel AUROC {px:.3} < {CAM_FLOOR}");
+    // Validation is scored without CAMs (a backward pass each): no validation pixel AUROC.
+    assert_eq!(m.val_pixel_auroc, None);
     let seen = m.run.seen_defects.clone().context("seen_defects missing")?;
     assert_eq!(seen, vec!["color", "contamination"]);
     assert_eq!(m.per_defect_recall.len(), 2);

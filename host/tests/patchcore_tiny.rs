@@ -119,6 +119,10 @@ fn bank_detects_synthetic_defects() -> anyhow::Result<()> {
     assert_eq!(m.pixel_metric_images, m.n_test_normal + m.n_test_abnormal);
     let pixel = m.pixel_auroc.context("no pixel AUROC")?;
     assert!(pixel >= 0.8, "pixel AUROC {pixel:.3} < 0.8");
+    // Validation maps are scored too (map settings are compared on them, never on test); the same
+    // floor as test, since the two halves are drawn alike.
+    let val_pixel = m.val_pixel_auroc.context("no validation pixel AUROC")?;
+    assert!(val_pixel >= 0.8, "validation pixel AUROC {val_pixel:.3} < 0.8");
     let cfg: host::run::PatchCoreRunConfig = read_json(&t.run.join("config.json"))?;
     // The station default: FLOP budget of the backbone, far below 64 MB.
     let want = host::models::patchcore::station_bank_size(cfg.patchcore.embed_dim())
@@ -220,6 +224,7 @@ fn categories_without_masks_report_null_or_partial_pixel_metrics() -> anyhow::Re
     );
     let m = bank_and_eval(&none, &f.root.join("run-nomask"))?;
     assert_eq!((m.pixel_auroc, m.aupro, m.pixel_metric_images), (None, None, 0));
+    assert_eq!(m.val_pixel_auroc, None);
     assert!(m.image_auroc.is_some());
     let json: serde_json::Value = read_json(&f.root.join("run-nomask/metrics.json"))?;
     assert!(json["pixel_auroc"].is_null() && json["aupro"].is_null(), "{json}");

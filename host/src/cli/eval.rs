@@ -57,7 +57,7 @@ fn print_spread(all: &[host::eval::Metrics]) {
     println!("\n{} runs (split seeds {}):", all.len(), seeds.join(", "));
     println!("  {:<24} {:>18}  per run", "metric", "mean ± sd");
     type Get = fn(&host::eval::Metrics) -> Option<f64>;
-    let rows: [(&str, Get); 8] = [
+    let rows: [(&str, Get); 9] = [
         ("image AUROC", |m| m.image_auroc),
         ("F1 at val threshold", |m| Some(m.f1)),
         ("recall at val threshold", |m| Some(m.recall)),
@@ -66,6 +66,7 @@ fn print_spread(all: &[host::eval::Metrics]) {
         ("pixel AUROC", |m| m.pixel_auroc),
         ("AUPRO (<=0.3)", |m| m.aupro),
         ("validation image AUROC", |m| m.val_image_auroc),
+        ("validation pixel AUROC", |m| m.val_pixel_auroc),
     ];
     for (name, get) in rows {
         let v: Vec<f64> = all.iter().filter_map(get).collect();
@@ -110,6 +111,11 @@ fn eval_one(a: &EvalArgs, run: &std::path::Path) -> anyhow::Result<host::eval::M
     println!("  pixel AUROC      {}", pct(m.pixel_auroc));
     println!("  AUPRO (<=0.3)    {}", pct(m.aupro));
     println!("  best F1 (test)   {}", pct(Some(m.best_f1_test)));
+    println!(
+        "  validation: image AUROC {}, pixel AUROC {}",
+        pct(m.val_image_auroc),
+        pct(m.val_pixel_auroc)
+    );
     println!("  at threshold {:.4} chosen on validation (best F1):", m.threshold);
     println!(
         "    accuracy {}  precision {}  recall {}  F1 {}",

@@ -62,11 +62,17 @@ pub fn evaluate_to(
     let category = Category::open(&cfg.data)?;
     let split = Split::classifier(&category, cfg.split_seed, cfg.train_defects.as_deref())?;
     let layer = cam_layer.unwrap_or(&cfg.classifier.cam_layer).to_owned();
-    let scores =
-        super::score_split(&split, &cfg.preprocess, &out.maps, progress, |item: &Item, m| {
+    let scores = super::score_split(
+        &split,
+        &cfg.preprocess,
+        &out.maps,
+        progress,
+        false,
+        |item: &Item, m| {
             let x = loader::image_tensor(item, &cfg.preprocess)?;
             score_tensor(&model, &x, &layer, method, m)
-        })?;
+        },
+    )?;
     let facts = RunFacts {
         model: shared::manifest::ModelKind::Classifier,
         arch: cfg.classifier.arch.name().into(),

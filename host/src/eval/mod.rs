@@ -64,49 +64,52 @@ pub struct SplitScores {
     pub pixels: PixelMetrics,
     /// How many test images went into `pixels`.
     pub pixel_images: usize,
+    /// Pixel AUROC of the validation maps (images with pixel truth), when validation was scored
+    /// with maps.
+    pub val_pixel_auroc: Option<f64>,
     /// Every scored image, for `scores.json`.
     pub records: ScoresFile,
 }
 
-/// The evaluation protocol shared by every model: score validation (no maps), then test one image at
-/// a time with maps; test maps go into the pixel statistics, and each abnormal test image's strip
-/// (image | ground truth | map) into `maps_dir/<defect>_<stem>.png` (the folder is recreated).
-/// `score(item, with_map)` returns the image score and, when `with_map`, the map.
+/// The evaluation protocol shared by every model: score validation (with maps only when `val_maps`:
+/// their pixel AUROC is then reported), then test one image at a time with maps; test maps go into
+/// the pixel statistics, and each abnormal test image's strip (image | ground truth | map) into
+/// `maps_dir/<defect>_<stem>.png` (the folder is recreated). `score(item, with_map)` returns the
+/// image score and, when `with_map`, the map.
 pub fn score_split(
     split: &Split,
     pp: &PreprocessConfig,
     maps_dir: &Path,
     progress: bool,
+    val_maps: bool,
     mut score: impl FnMut(&Item, bool) -> Result<Scored>,
 ) -> Result<SplitScores> {
     let pb = run::progress_bar(split.valid.len() + split.test.len(), "eval", progress);
+    let (w, h) = (pp.width as usize, pp.height as usize);
     let mut valid = (Vec::new(), Vec::new());
+    let mut val_pixels = PixelMetrics::default();
     let mut records = ScoresFile::default();
     for item in &split.valid {
-        let sc = score(item, false)?.score;
-        valid.0.push(sc);
+        let sc = score(item, val_maps)?;
+        if val_maps {
+            if let Some(mask) = pixel_truth(item, pp)? {
+                val_pixels.add(&sc.map, &mask, w, h);
+            }
+        }
+        valid.0.push(sc.score);
         valid.1.push(item.label == Label::Abnormal);
-        records.valid.push(record(item, sc));
+        records.valid.push(record(item, sc.score));
         pb.inc(1);
     }
     if maps_dir.is_dir() {
         std::fs::remove_dir_all(maps_dir).map_err(|e| Error::io(maps_dir, e))?;
     }
-    let (w, h) = (pp.width as usize, pp.height as usize);
     let mut pixels = PixelMetrics::default();
     let mut test = (Vec::new(), Vec::new(), Vec::new());
     let mut pixel_images = 0usize;
     for item in &split.test {
         let sc = score(item, true)?;
-        // Pixel truth: a normal image is all good pixels; an abnormal one only with its mask (an
-        // abnormal image without one is left out rather than counted as all-good pixels).
-        let truth = item.label == Label::Normal || item.mask.is_some();
-        let mask: Option<Vec<bool>> = if truth {
-            let mask_t = loader::mask_tensor(item, pp)?;
-            Some(Vec::<f32>::try_from(mask_t.reshape([-1]))?.iter().map(|&v| v > 0.5).collect())
-        } else {
-            None
-        };
+        let mask = pixel_truth(item, pp)?;
         if let Some(mask) = &mask {
             pixels.add(&sc.map, mask, w, h);
             pixel_images += 1;
@@ -130,7 +133,19 @@ pub fn score_split(
         pb.inc(1);
     }
     pb.finish_and_clear();
-    Ok(SplitScores { valid, test, pixels, pixel_images, records })
+    let val_pixel_auroc = if val_maps { val_pixels.auroc() } else { None };
+    Ok(SplitScores { valid, test, pixels, pixel_images, val_pixel_auroc, records })
+}
+
+/// An image's pixel truth at input resolution: a normal image is all good pixels; an abnormal one
+/// only with its mask (an abnormal image without one is left out, `None`, rather than counted as
+/// all-good pixels).
+fn pixel_truth(item: &Item, pp: &PreprocessConfig) -> Result<Option<Vec<bool>>> {
+    if item.label == Label::Abnormal && item.mask.is_none() {
+        return Ok(None);
+    }
+    let mask_t = loader::mask_tensor(item, pp)?;
+    Ok(Some(Vec::<f32>::try_from(mask_t.reshape([-1]))?.iter().map(|&v| v > 0.5).collect()))
 }
 
 /// The protocol for the anomaly detectors (GLASS, PatchCore): the anomaly-detection split of
@@ -146,7 +161,7 @@ pub fn evaluate_detector(
 ) -> Result<Metrics> {
     let category = crate::data::category::Category::open(data)?;
     let split = Split::anomaly_detection(&category, split_seed);
-    let scores = score_split(&split, pp, &out.maps, progress, score)?;
+    let scores = score_split(&split, pp, &out.maps, progress, true, score)?;
     let m = Metrics::from_scores(&split, &scores, facts);
     write_outputs(out, &m, &scores)?;
     Ok(m)
@@ -267,6 +282,7 @@ impl Metrics {
             best_f1_test_threshold: best_test.map(|b| b.0),
             per_defect_recall,
             val_image_auroc: metrics::auroc(vs, vl),
+            val_pixel_auroc: s.val_pixel_auroc,
             val_best_f1: val_f1,
         }
     }
@@ -315,6 +331,11 @@ pub struct Metrics {
     pub per_defect_recall: BTreeMap<String, f64>,
     /// Validation image AUROC of the selected checkpoint.
     pub val_image_auroc: Option<f64>,
+    /// Validation pixel AUROC (the anomaly detectors' maps; `null` for the classifier, whose
+    /// validation is scored without CAMs, and without masks). Settings of the map post-processing
+    /// are compared on this, never on test.
+    #[serde(default)]
+    pub val_pixel_auroc: Option<f64>,
     /// Validation F1 at `threshold`.
     pub val_best_f1: f64,
 }

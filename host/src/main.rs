@@ -37,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Synth(args) => cli::synth::run(args),
         Command::Data { command: DataCommand::Check(args) } => cli::data::run(args),
+        Command::Data { command: DataCommand::FgMasks(args) } => cli::data::fg_masks(args),
         Command::Train { command } => cli::train::run(command).map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => cli::eval::run(args).map(|()| ExitCode::SUCCESS),
         Command::Gradcam(args) => cli::gradcam::run(args).map(|()| ExitCode::SUCCESS),

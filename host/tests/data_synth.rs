@@ -251,3 +251,38 @@ fn object_category_generates() -> anyhow::Result<()> {
     assert_eq!((img.width(), img.height()), (48, 48));
     Ok(())
 }
+
+/// `host data fg-masks` on generated categories: a mask per training image named by its stem, the size
+/// of the image; the round part of an object category is found on every image (and is neither a
+/// sliver nor the whole frame), a woven texture gets whole-image masks.
+#[test]
+fn foreground_masks_find_object_parts_not_textures() -> anyhow::Result<()> {
+    use host::data::foreground::write_masks;
+    let tmp = tempfile::tempdir()?;
+    for (name, kind) in [("part", Kind::Object), ("weave", Kind::Texture)] {
+        let mut cfg = SynthConfig::new(tmp.path(), name, kind);
+        cfg.size = 128;
+        cfg.train = 4;
+        cfg.test_good = 1;
+        cfg.test_defect = 1;
+        cfg.defects = vec![DefectKind::Hole];
+        synth::generate(&cfg)?;
+        let out = tmp.path().join("fg").join(name);
+        let s = write_masks(&tmp.path().join(name), &out, false)?;
+        assert_eq!(count_png(&out)?, 4);
+        for f in std::fs::read_dir(tmp.path().join(name).join("train/good"))? {
+            let f = f?.path();
+            let stem = f.file_stem().context("stem")?;
+            let mask = image::open(out.join(stem).with_extension("png"))?.to_luma8();
+            assert_eq!(mask.dimensions(), image::image_dimensions(&f)?);
+        }
+        match kind {
+            Kind::Object => {
+                assert_eq!((s.parts.len(), s.whole), (4, 0), "{name}: {s:?}");
+                assert!(s.parts.iter().all(|&f| (0.05..0.9).contains(&f)), "{name}: {s:?}");
+            }
+            Kind::Texture => assert_eq!((s.parts.len(), s.whole), (0, 4), "{name}: {s:?}"),
+        }
+    }
+    Ok(())
+}

@@ -15,6 +15,46 @@ pub enum DataCommand {
     /// error, 0 otherwise. A category or defect type with no masks at all is a warning (image labels
     /// only; pixel metrics leave those images out, or are null).
     Check(CheckArgs),
+    /// Estimate a foreground mask of every train/good image (the part against a plain background:
+    /// blur, Otsu threshold, holes filled, largest region; the whole image where no part stands
+    /// out) for `host train glass --fg-masks OUT` / `host experiment --fg-masks`. Writes
+    /// OUT/<image stem>.png (0 background, 255 part) and prints how many images got a part.
+    FgMasks(FgMasksArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FgMasksArgs {
+    /// The category folder (ROOT/CATEGORY).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where the masks go (created). For `host experiment --fg-masks DIR`, use DIR/CATEGORY.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn fg_masks(args: FgMasksArgs) -> anyhow::Result<ExitCode> {
+    let s = host::data::foreground::write_masks(&args.data, &args.out, super::show_progress())
+        .with_context(|| format!("foreground masks of {}", args.data.display()))?;
+    let n = s.parts.len() + s.whole;
+    if s.parts.is_empty() {
+        println!(
+            "{n} masks in {}: no part stood out on any image (all whole-image masks)",
+            s.out.display()
+        );
+    } else {
+        let mut f = s.parts.clone();
+        f.sort_by(f32::total_cmp);
+        println!(
+            "{n} masks in {}: a part on {} images (part area {:.0}% median, {:.0}-{:.0}%), the whole image on {}",
+            s.out.display(),
+            s.parts.len(),
+            100.0 * f[f.len() / 2],
+            100.0 * f[0],
+            100.0 * f[f.len() - 1],
+            s.whole
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Args)]

@@ -242,7 +242,8 @@ pub struct TrainGlassArgs {
     /// DTD-style folder of texture images for Local Anomaly Synthesis (default: procedural textures).
     #[arg(long)]
     pub textures: Option<PathBuf>,
-    /// Folder of foreground masks named like the training images (restricts LAS to the part).
+    /// Folder of foreground masks named like the training images, or by their stem with `.png`
+    /// (`host data fg-masks` writes one); restricts LAS to the part.
     #[arg(long)]
     pub fg_masks: Option<PathBuf>,
     /// Stop after N epochs in this call, unfinished; running the same command again resumes exactly

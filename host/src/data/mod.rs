@@ -1,9 +1,11 @@
 //! Datasets: MVTec-AD-layout category folders ([`category`]), the experiment protocol's two splits
-//! ([`split`]), the procedural generator of synthetic categories ([`synth`]) and the consistency
-//! check behind `host data check` ([`check`]).
+//! ([`split`]), the procedural generator of synthetic categories ([`synth`]), the consistency
+//! check behind `host data check` ([`check`]) and the automatic foreground masks behind `host data
+//! fg-masks` ([`foreground`]).
 
 pub mod category;
 pub mod check;
+pub mod foreground;
 pub mod loader;
 pub mod split;
 pub mod synth;

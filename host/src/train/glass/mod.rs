@@ -492,10 +492,9 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
 /// Reads `<dir>/<file name of image>` as a 0/1 mask at input geometry, or `None` if absent.
 fn fg_mask(dir: &Path, image: &Path, pp: &PreprocessConfig) -> Result<Option<Vec<f32>>> {
     let Some(name) = image.file_name() else { return Ok(None) };
-    let path = dir.join(name);
-    if !path.is_file() {
-        return Ok(None);
-    }
+    // The image's own file name, else its stem with `.png` (what `host data fg-masks` writes).
+    let candidates = [dir.join(name), dir.join(Path::new(name).with_extension("png"))];
+    let Some(path) = candidates.into_iter().find(|p| p.is_file()) else { return Ok(None) };
     let item = crate::data::split::Item {
         image: image.to_path_buf(),
         label: Label::Abnormal,

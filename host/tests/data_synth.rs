@@ -278,10 +278,17 @@ fn foreground_masks_find_object_parts_not_textures() -> anyhow::Result<()> {
         }
         match kind {
             Kind::Object => {
+                assert!(s.objects, "{name}: {s:?}");
                 assert_eq!((s.parts.len(), s.whole), (4, 0), "{name}: {s:?}");
                 assert!(s.parts.iter().all(|&f| (0.05..0.9).contains(&f)), "{name}: {s:?}");
             }
-            Kind::Texture => assert_eq!((s.parts.len(), s.whole), (0, 4), "{name}: {s:?}"),
+            Kind::Texture => {
+                assert!(!s.objects, "{name}: {s:?}");
+                assert_eq!(s.whole, 4, "{name}: {s:?}");
+                let any = std::fs::read_dir(&out)?.next().context("a mask")??.path();
+                let mask = image::open(any)?.to_luma8();
+                assert!(mask.pixels().all(|p| p[0] == 255), "{name}: whole-image masks");
+            }
         }
     }
     Ok(())

@@ -35,17 +35,21 @@ pub struct FgMasksArgs {
 pub fn fg_masks(args: FgMasksArgs) -> anyhow::Result<ExitCode> {
     let s = host::data::foreground::write_masks(&args.data, &args.out, super::show_progress())
         .with_context(|| format!("foreground masks of {}", args.data.display()))?;
-    let n = s.parts.len() + s.whole;
-    if s.parts.is_empty() {
+    if !s.objects {
         println!(
-            "{n} masks in {}: no part stood out on any image (all whole-image masks)",
-            s.out.display()
+            "{} masks in {}: the whole image on every one (a part stood out on {} images only: \
+             not a category of parts on a background)",
+            s.whole,
+            s.out.display(),
+            s.parts.len()
         );
     } else {
         let mut f = s.parts.clone();
         f.sort_by(f32::total_cmp);
         println!(
-            "{n} masks in {}: a part on {} images (part area {:.0}% median, {:.0}-{:.0}%), the whole image on {}",
+            "{} masks in {}: a part on {} images (part area {:.0}% median, {:.0}-{:.0}%), the whole \
+             image on {}",
+            s.parts.len() + s.whole,
             s.out.display(),
             s.parts.len(),
             100.0 * f[f.len() / 2],

@@ -16,8 +16,8 @@ pub enum DataCommand {
     /// only; pixel metrics leave those images out, or are null).
     Check(CheckArgs),
     /// Estimate a foreground mask of every train/good image (the part against a plain background:
-    /// blur, Otsu threshold, holes filled, largest region; the whole image where no part stands
-    /// out) for `host train glass --fg-masks OUT` / `host experiment --fg-masks`. Writes
+    /// colour distance from the border's colour above the border's own spread, holes filled,
+    /// largest region; whole-image masks for a category where no part stands out) for `host train glass --fg-masks OUT` / `host experiment --fg-masks`. Writes
     /// OUT/<image stem>.png (0 background, 255 part) and prints how many images got a part.
     FgMasks(FgMasksArgs),
 }

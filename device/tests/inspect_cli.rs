@@ -4,9 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
-}
+mod common;
+use common::demo;
 
 fn inspect(bundle: &Path, images: &[PathBuf]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_device"))
@@ -185,14 +184,7 @@ fn device_run_exits_cleanly_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_device"))
-        .arg("run")
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting device run");
+    let mut child = common::start_station(&cfg).expect("starting device run");
     // Wait for its first result line: the station is in its loop.
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();

@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use device::engine::{Engine, Precision};
 use device::store::{Store, CURRENT, PREVIOUS};
 
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
-}
+mod common;
+use common::demo;
 
 fn sample() -> PathBuf {
     demo().join("samples").join("good_000.png")
@@ -172,14 +171,7 @@ fn a_running_station_switches_on_sighup_without_missing_a_frame() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_device"))
-        .arg("run")
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting device run");
+    let mut child = common::start_station(&cfg).expect("starting device run");
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let png = std::fs::read(sample()).unwrap();

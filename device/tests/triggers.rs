@@ -3,13 +3,34 @@
 //! `trigger_window_ms`. Three serial triggers with one file in the folder: one judged result and two
 //! `NoFrame` Fails, on stdout (with `request_id`) and on the serial line.
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use shared::wire::{self, AckCode, Fault, Message, Request};
 
 mod common;
 use common::demo;
+
+/// `DIR/station.toml`: the demo bundle, triggers from the serial link at `port` (the only command it
+/// takes), frames from `DIR/inbox`; `extra` adds top-level settings (one per line).
+fn serial_trigger_config(
+    dir: &std::path::Path,
+    port: &std::path::Path,
+    extra: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let cfg = dir.join("station.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "station_id = \"trg\"\nmodel = \"{}\"\ninspect_window_ms = 20000\nstate_dir = \"state\"\n\
+             trigger = \"serial\"\n{extra}\n\
+             [source]\nkind = \"folder\"\npath = \"inbox\"\npoll_ms = 10\n\
+             [outputs.serial]\nport = \"{}\"\ncommands = [\"trigger\"]\n",
+            demo().display(),
+            port.display()
+        ),
+    )?;
+    Ok(cfg)
+}
 
 #[test]
 fn three_triggers_one_file_give_one_result_and_two_no_frame_fails() -> anyhow::Result<()> {
@@ -19,25 +40,9 @@ fn three_triggers_one_file_give_one_result_and_two_no_frame_fails() -> anyhow::R
     let inbox = dir.path().join("inbox");
     std::fs::create_dir_all(&inbox)?;
     std::fs::copy(demo().join("samples/good_000.png"), inbox.join("only.png"))?;
-    let cfg = dir.path().join("station.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "station_id = \"trg\"\nmodel = \"{}\"\ninspect_window_ms = 20000\nstate_dir = \"state\"\n\
-             max_frames = 3\ntrigger = \"serial\"\ntrigger_window_ms = 400\n\
-             [source]\nkind = \"folder\"\npath = \"inbox\"\npoll_ms = 10\n\
-             [outputs.serial]\nport = \"{}\"\ncommands = [\"trigger\"]\n",
-            demo().display(),
-            slave_path.display()
-        ),
-    )?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_device"))
-        .arg("run")
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let cfg =
+        serial_trigger_config(dir.path(), &slave_path, "max_frames = 3\ntrigger_window_ms = 400")?;
+    let mut child = common::start_station(&cfg)?;
     let mut out = Vec::new();
     for id in [11, 12, 13] {
         out.extend(wire::encode_frame_vec(&Message::Request(Request {
@@ -95,25 +100,8 @@ fn triggers_waiting_at_sigterm_get_their_fail() -> anyhow::Result<()> {
     let rx = common::wire_messages(master.try_clone()?);
     let dir = tempfile::tempdir()?;
     std::fs::create_dir_all(dir.path().join("inbox"))?;
-    let cfg = dir.path().join("station.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "station_id = \"trg\"\nmodel = \"{}\"\ninspect_window_ms = 20000\nstate_dir = \"state\"\n\
-             trigger = \"serial\"\ntrigger_window_ms = 60000\n\
-             [source]\nkind = \"folder\"\npath = \"inbox\"\npoll_ms = 10\n\
-             [outputs.serial]\nport = \"{}\"\ncommands = [\"trigger\"]\n",
-            demo().display(),
-            slave_path.display()
-        ),
-    )?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_device"))
-        .arg("run")
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let cfg = serial_trigger_config(dir.path(), &slave_path, "trigger_window_ms = 60000")?;
+    let mut child = common::start_station(&cfg)?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(60));

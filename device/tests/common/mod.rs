@@ -13,6 +13,18 @@ pub fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
 }
 
+/// `device run --config CFG` with stdout and stderr piped.
+pub fn start_station(cfg: &Path) -> anyhow::Result<Child> {
+    Command::new(env!("CARGO_BIN_EXE_device"))
+        .arg("run")
+        .arg("--config")
+        .arg(cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting device run")
+}
+
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -60,6 +60,13 @@ pub enum Foreground {
 
 /// The foreground mask (0 / 255, the image's size) of one image.
 pub fn estimate(img: &RgbImage) -> (GrayImage, Foreground) {
+    let (small, found) = estimate_small(img);
+    let (w0, h0) = img.dimensions();
+    (image::imageops::resize(&small, w0, h0, image::imageops::FilterType::Nearest), found)
+}
+
+/// [`estimate`] at the working copy's size (at most [`WORK_SIDE`] px).
+fn estimate_small(img: &RgbImage) -> (GrayImage, Foreground) {
     let (w0, h0) = img.dimensions();
     let scale = (WORK_SIDE as f32 / w0.max(h0) as f32).min(1.0);
     let (w, h) =
@@ -133,7 +140,6 @@ pub fn estimate(img: &RgbImage) -> (GrayImage, Foreground) {
         let on = whole || label[y as usize * wu + x as usize] == best;
         Luma([if on { 255 } else { 0 }])
     });
-    let mask = image::imageops::resize(&mask, w0, h0, image::imageops::FilterType::Nearest);
     (mask, if whole { Foreground::WholeImage(fraction) } else { Foreground::Part(fraction) })
 }
 
@@ -176,33 +182,37 @@ pub struct FgSummary {
 pub const MIN_PART_SHARE: f32 = 0.5;
 
 /// Writes a foreground mask for every `train/good` image of the category at `data` into `out`
-/// (created), as `<image stem>.png` (`host train glass --fg-masks OUT`). Two passes: the estimate
-/// on every image, then the masks, all whole-image when the category is not one of parts on a
-/// background ([`MIN_PART_SHARE`]).
+/// (created), as `<image stem>.png` (`host train glass --fg-masks OUT`). The estimate runs once per
+/// image, its working-size masks kept (<= 64 KB each); they are written, scaled to each image's size,
+/// once the category is judged ([`MIN_PART_SHARE`]): all whole-image unless it is one of parts on a
+/// background.
 pub fn write_masks(data: &Path, out: &Path, progress: bool) -> Result<FgSummary> {
     let category = crate::data::category::Category::open(data)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let n = category.train_good.len();
-    let load = |img: &PathBuf| -> Result<RgbImage> {
-        Ok(image::open(img).map_err(|e| Error::Image { path: img.clone(), source: e })?.to_rgb8())
-    };
     let pb = crate::run::progress_bar(2 * n, "fg masks", progress);
-    let mut parts = Vec::new();
+    let mut estimates = Vec::with_capacity(n);
     for img in &category.train_good {
-        if let (_, Foreground::Part(f)) = estimate(&load(img)?) {
-            parts.push(f);
-        }
+        let rgb =
+            image::open(img).map_err(|e| Error::Image { path: img.clone(), source: e })?.to_rgb8();
+        let (small, found) = estimate_small(&rgb);
+        estimates.push((small, rgb.dimensions(), found));
         pb.inc(1);
     }
+    let parts: Vec<f32> = estimates
+        .iter()
+        .filter_map(|(_, _, f)| if let Foreground::Part(f) = f { Some(*f) } else { None })
+        .collect();
     let objects = n > 0 && parts.len() as f32 >= MIN_PART_SHARE * n as f32;
     let mut summary = FgSummary { out: out.to_path_buf(), objects, parts, whole: 0 };
-    for img in &category.train_good {
-        let rgb = load(img)?;
-        let mask = match estimate(&rgb) {
-            (mask, Foreground::Part(_)) if objects => mask,
+    for (img, (small, (w, h), found)) in category.train_good.iter().zip(estimates) {
+        let mask = match found {
+            Foreground::Part(_) if objects => {
+                image::imageops::resize(&small, w, h, image::imageops::FilterType::Nearest)
+            }
             _ => {
                 summary.whole += 1;
-                GrayImage::from_pixel(rgb.width(), rgb.height(), Luma([255]))
+                GrayImage::from_pixel(w, h, Luma([255]))
             }
         };
         // `<image stem>.png`: the trainer looks a mask up by the image's file name, then by its stem

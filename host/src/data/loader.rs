@@ -49,3 +49,9 @@ pub fn mask_tensor(item: &Item, cfg: &PreprocessConfig) -> Result<Tensor> {
     let v = preprocess(&view, &mcfg).map_err(|e| preprocess_err(path, e))?;
     Ok(Tensor::from_slice(&v).view([h, w]).ge(0.5).to_kind(tch::Kind::Float))
 }
+
+/// [`mask_tensor`] as one bool per pixel, row-major (true = defect), for the pixel metrics.
+pub fn mask_pixels(item: &Item, cfg: &PreprocessConfig) -> Result<Vec<bool>> {
+    let t = mask_tensor(item, cfg)?;
+    Ok(Vec::<f32>::try_from(t.reshape([-1]))?.iter().map(|&v| v > 0.5).collect())
+}

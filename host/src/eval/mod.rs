@@ -144,8 +144,7 @@ fn pixel_truth(item: &Item, pp: &PreprocessConfig) -> Result<Option<Vec<bool>>> 
     if item.label == Label::Abnormal && item.mask.is_none() {
         return Ok(None);
     }
-    let mask_t = loader::mask_tensor(item, pp)?;
-    Ok(Some(Vec::<f32>::try_from(mask_t.reshape([-1]))?.iter().map(|&v| v > 0.5).collect()))
+    Ok(Some(loader::mask_pixels(item, pp)?))
 }
 
 /// The protocol for the anomaly detectors (GLASS, PatchCore): the anomaly-detection split of

@@ -335,9 +335,7 @@ fn draw_strips(
             maps.push(m);
             verdicts.push((s.score, s.score >= runs[*i].metrics.threshold));
         }
-        let mask_t = loader::mask_tensor(item, pp)?;
-        let mask: Vec<bool> =
-            Vec::<f32>::try_from(mask_t.reshape([-1]))?.iter().map(|&v| v > 0.5).collect();
+        let mask = loader::mask_pixels(item, pp)?;
         let img = loader::load_rgb(&item.image, item.rotation)?;
         let refs: Vec<(&[f32], (f32, f32))> = maps.iter().map(|m| (&m[..], (0.0, 1.0))).collect();
         let path = dir.join(format!("strip_{k:02}_{}", eval::strip_name(item)));

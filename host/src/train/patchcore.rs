@@ -177,12 +177,7 @@ pub fn train(cfg: PatchCoreConfig, opts: &PatchCoreTrainOptions) -> Result<Train
             )
             .map_err(|e| Error::Config(format!("map post-processing: {e}")))?;
             normalise_map(&mut map, [lo, hi]);
-            let mask: Vec<bool> =
-                Vec::<f32>::try_from(loader::mask_tensor(item, &pp)?.reshape([-1]))?
-                    .iter()
-                    .map(|&x| x > 0.5)
-                    .collect();
-            pixels.add(&map, &mask, s, s);
+            pixels.add(&map, &loader::mask_pixels(item, &pp)?, s, s);
         }
         pixels.auroc()
     } else {

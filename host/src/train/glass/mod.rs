@@ -308,8 +308,7 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
         if split.valid.iter().all(|i| i.label == Label::Normal || i.mask.is_some()) {
             let mut v = Vec::with_capacity(split.valid.len());
             for item in &split.valid {
-                let t = loader::mask_tensor(item, &pp)?;
-                v.push(Vec::<f32>::try_from(t.reshape([-1]))?.iter().map(|&x| x > 0.5).collect());
+                v.push(loader::mask_pixels(item, &pp)?);
             }
             Some(v)
         } else {

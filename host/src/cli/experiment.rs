@@ -49,6 +49,9 @@ pub struct ExperimentArgs {
     /// to the part; default: none).
     #[arg(long)]
     pub fg_masks: Option<PathBuf>,
+    /// GLASS: colour of the LAS textures (colour, gray, or auto: gray for a gray category).
+    #[arg(long, value_enum)]
+    pub glass_texture_colour: Option<host::models::glass::TextureColour>,
     /// GLASS: override the preset's feature std (0 = the backbone's own scale).
     #[arg(long)]
     pub glass_feature_std: Option<f64>,
@@ -129,6 +132,9 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.glass_noise {
         glass.noise = v;
+    }
+    if let Some(v) = a.glass_texture_colour {
+        glass.texture_colour = v;
     }
     if let Err(e) = glass.validate() {
         bail!("invalid GLASS options: {e}");

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use host::models::backbone::BackboneKind;
-use host::models::glass::Distribution;
+use host::models::glass::{Distribution, TextureColour};
 use host::run::ComputeDevice;
 use host::train::glass::{train, GlassTrainOptions};
 
@@ -242,6 +242,9 @@ pub struct TrainGlassArgs {
     /// DTD-style folder of texture images for Local Anomaly Synthesis (default: procedural textures).
     #[arg(long)]
     pub textures: Option<PathBuf>,
+    /// Colour of the LAS textures: colour, gray, or auto (gray when every training image is gray).
+    #[arg(long, value_enum)]
+    pub texture_colour: Option<TextureColour>,
     /// Folder of foreground masks named like the training images, or by their stem with `.png`
     /// (`host data fg-masks` writes one); restricts LAS to the part.
     #[arg(long)]
@@ -318,6 +321,9 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
             }
             if let Some(v) = a.blur_sigma {
                 cfg.blur_sigma = v;
+            }
+            if let Some(v) = a.texture_colour {
+                cfg.texture_colour = v;
             }
             cfg.seed = a.seed;
             if let Err(e) = cfg.validate() {

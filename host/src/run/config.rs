@@ -38,6 +38,9 @@ pub struct GlassRunConfig {
     pub distribution: Distribution,
     /// The spectral judge's numbers when `auto` decided.
     pub judgement: Option<Judgement>,
+    /// Whether LAS blended gray textures (`glass.texture_colour` resolved; false in older runs).
+    #[serde(default)]
+    pub gray_textures: bool,
     /// The model input contract (also the bundle manifest's `input`).
     pub preprocess: PreprocessConfig,
 }

@@ -44,6 +44,20 @@ pub enum Distribution {
     Auto,
 }
 
+/// The colour space of the textures Local Anomaly Synthesis blends into training images
+/// (docs/glass-edge.md, ablation 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TextureColour {
+    /// The textures as drawn (random colours; GLASS's own ops turn a third of them gray).
+    Colour,
+    /// Every texture turned gray (luma) before blending.
+    Gray,
+    /// Gray when every training image is gray (R = G = B), colour otherwise: a synthetic defect in a
+    /// colour a gray camera cannot produce is one the discriminator learns from colour alone.
+    Auto,
+}
+
 /// Resolved hyper-parameters of a GLASS run. Every field has a serde default so older configs load.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GlassConfig {
@@ -118,6 +132,9 @@ pub struct GlassConfig {
     /// Gaussian sigma of the pixel map, in input pixels.
     #[serde(default = "d_blur")]
     pub blur_sigma: f32,
+    /// Colour of the LAS textures (runs written before this field existed used `colour`).
+    #[serde(default = "d_texture_colour")]
+    pub texture_colour: TextureColour,
     /// Target mean per-dimension std of the aggregated features, measured on training normals at the
     /// start of training; `None` (paper) keeps the backbone's own scale. GAS noise (σ) and the manifold
     /// radii [0.5, 1.0] are absolute lengths, so they only mean "just outside the normal features" at
@@ -202,6 +219,9 @@ fn d_max_epochs() -> usize {
 fn d_patience() -> usize {
     30
 }
+fn d_texture_colour() -> TextureColour {
+    TextureColour::Colour
+}
 fn d_blur() -> f32 {
     4.0
 }
@@ -244,6 +264,7 @@ impl GlassConfig {
             max_epochs: 200,
             patience: 30,
             blur_sigma: 4.0,
+            texture_colour: TextureColour::Colour,
             mean,
             std,
             seed: 0,

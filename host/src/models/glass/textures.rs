@@ -186,6 +186,12 @@ fn map_pixels(tex: &mut [u8], f: impl Fn([f32; 3]) -> [f32; 3]) {
     }
 }
 
+/// Turns a texture gray (ITU-R BT.601 luma in all three channels), in place: the texture colour of
+/// `TextureColour::Gray`.
+pub fn to_gray(tex: &mut [u8]) {
+    map_pixels(tex, |p| [luma(p); 3]);
+}
+
 fn luma(p: [f32; 3]) -> f32 {
     0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
 }
@@ -246,7 +252,7 @@ pub fn random_ops<R: Rng>(rng: &mut R, tex: &mut [u8], size: usize) {
                     d.copy_from_slice(&s);
                 }
             }
-            5 => map_pixels(tex, |p| [luma(p); 3]),
+            5 => to_gray(tex),
             6 => {
                 for c in 0..3 {
                     let (lo, hi) = tex
@@ -321,6 +327,22 @@ mod tests {
         let b = TextureSource::Procedural.draw(&mut rng, 32).unwrap();
         assert_eq!(a.len(), 32 * 32 * 3);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn gray_textures_have_equal_channels_and_keep_their_pattern() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let colour = TextureSource::Procedural.draw(&mut rng, 32).unwrap();
+        let mut gray = colour.clone();
+        to_gray(&mut gray);
+        assert!(gray.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+        // The pattern survives: the gray texture is not flat.
+        let (lo, hi) = gray.iter().fold((255u8, 0u8), |(l, h), &v| (l.min(v), h.max(v)));
+        assert!(hi > lo + 10, "flat gray texture: {lo}..{hi}");
+        // Luma weights: pure red, green and blue turn into 76, 150 and 29.
+        let mut rgb = vec![255, 0, 0, 0, 255, 0, 0, 0, 255];
+        to_gray(&mut rgb);
+        assert_eq!(rgb, vec![76, 76, 76, 150, 150, 150, 29, 29, 29]);
     }
 
     #[test]

@@ -34,8 +34,8 @@ use crate::data::split::{Label, Split};
 use crate::metrics;
 use crate::models::backbone;
 use crate::models::glass::distribution;
-use crate::models::glass::textures::TextureSource;
-use crate::models::glass::{perlin, Distribution, Glass, GlassConfig};
+use crate::models::glass::textures::{self, TextureSource};
+use crate::models::glass::{perlin, Distribution, Glass, GlassConfig, TextureColour};
 use crate::run::{self, ComputeDevice, GlassRunConfig, RunDir, TrainState};
 use crate::train::optim::{self, Adam, Decay};
 use crate::{Error, Result};
@@ -147,6 +147,18 @@ fn rgb_tensor(rgb: &[u8], s: i64, mean: [f32; 3], std: [f32; 3]) -> Tensor {
     (t - m) / sd
 }
 
+/// True when every image is gray: its three channels equal (to well within one 8-bit step) once the
+/// normalisation is undone. Images are `[3, H, W]`, normalised with `mean` / `std`.
+fn all_gray(imgs: &[Tensor], mean: [f32; 3], std: [f32; 3]) -> bool {
+    let m = Tensor::from_slice(&mean).view([3, 1, 1]);
+    let sd = Tensor::from_slice(&std).view([3, 1, 1]);
+    imgs.iter().all(|t| {
+        let x = t.to_device(Device::Cpu) * &sd + &m;
+        let d = (x.get(0) - x.get(1)).abs().max() + (x.get(1) - x.get(2)).abs().max();
+        f64::try_from(d).is_ok_and(|d| d * 255.0 < 0.5)
+    })
+}
+
 /// Trains GLASS; returns the final state. Safe to call again on the same run dir (resume).
 pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainState> {
     run::set_threads(opts.threads);
@@ -207,6 +219,18 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
         }
     };
 
+    // LAS texture colour: a gray category gets gray textures under `auto`.
+    let gray_textures = match cfg.texture_colour {
+        TextureColour::Colour => false,
+        TextureColour::Gray => true,
+        TextureColour::Auto => all_gray(&train_imgs, cfg.mean, cfg.std),
+    };
+    tracing::info!(
+        "LAS textures: {} ({:?})",
+        if gray_textures { "gray" } else { "colour" },
+        cfg.texture_colour
+    );
+
     // Manifold or hypersphere.
     let (distribution, judgement) = match cfg.distribution {
         Distribution::Auto => {
@@ -254,6 +278,7 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
         fg_masks: opts.fg_masks.clone(),
         distribution,
         judgement,
+        gray_textures,
         preprocess: pp.clone(),
     };
     if let Some(old) = &old_cfg {
@@ -373,7 +398,10 @@ pub fn train(mut cfg: GlassConfig, opts: &GlassTrainOptions) -> Result<TrainStat
             let mut masks = Vec::with_capacity(chunk.len());
             for &i in chunk {
                 let pm = perlin::perlin_mask(&mut rng, s as usize, s as usize, 8, fg[i].as_deref());
-                let tex = textures.draw(&mut rng, s as usize)?;
+                let mut tex = textures.draw(&mut rng, s as usize)?;
+                if gray_textures {
+                    textures::to_gray(&mut tex);
+                }
                 let tex = rgb_tensor(&tex, s, cfg.mean, cfg.std);
                 let beta = normal(&mut rng, 0.5, 0.1).clamp(0.2, 0.8);
                 let m = Tensor::from_slice(&pm.image).view([1, s, s]);
@@ -513,5 +541,25 @@ mod rand_distr_free {
         let u1: f64 = rng.random::<f64>().max(1e-12);
         let u2: f64 = rng.random();
         mean + std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gray_category_is_told_from_a_colour_one() {
+        // Lite0's native scaling and ImageNet mean/std: both must see a gray image as gray.
+        for (mean, std) in
+            [([0.498; 3], [0.502; 3]), ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+        {
+            let norm = |rgb: [f32; 3]| {
+                let px: Vec<f32> = (0..3).map(|c| (rgb[c] - mean[c]) / std[c]).collect();
+                Tensor::from_slice(&px).view([3, 1, 1]).repeat([1, 4, 4])
+            };
+            assert!(all_gray(&[norm([0.2; 3]), norm([0.9; 3])], mean, std));
+            assert!(!all_gray(&[norm([0.2; 3]), norm([0.5, 0.5, 0.52])], mean, std));
+        }
     }
 }

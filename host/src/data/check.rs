@@ -159,11 +159,10 @@ pub fn check(root: &Path, seed: u64) -> Result<CheckReport> {
         }
     }
     if image_sizes.len() > 1 {
-        let sizes: Vec<String> = image_sizes.iter().map(|(s, n)| format!("{s} ({n})")).collect();
         warnings.push(format!(
             "{}: images have different sizes: {}",
             cat.root.display(),
-            sizes.join(", ")
+            size_summary(&image_sizes)
         ));
     }
 
@@ -252,6 +251,40 @@ pub fn check(root: &Path, seed: u64) -> Result<CheckReport> {
     })
 }
 
+/// Image sizes for a person: each size with its count when there are a few, otherwise the range of
+/// widths and heights and the most common sizes (a real line's category can have one size per
+/// image; `image_sizes` in the JSON report keeps them all).
+fn size_summary(sizes: &BTreeMap<String, usize>) -> String {
+    const LIST_ALL: usize = 6;
+    if sizes.is_empty() {
+        return "-".into();
+    }
+    if sizes.len() <= LIST_ALL {
+        return sizes.iter().map(|(s, n)| format!("{s} ({n})")).collect::<Vec<_>>().join(", ");
+    }
+    let dims: Vec<(u32, u32)> = sizes
+        .keys()
+        .filter_map(|k| k.split_once('x'))
+        .filter_map(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .collect();
+    let range = |f: fn(&(u32, u32)) -> u32| {
+        let lo = dims.iter().map(f).min().unwrap_or(0);
+        let hi = dims.iter().map(f).max().unwrap_or(0);
+        format!("{lo}-{hi}")
+    };
+    let mut common: Vec<(&String, &usize)> = sizes.iter().collect();
+    common.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let top: Vec<String> = common.iter().take(3).map(|(s, n)| format!("{s} ({n})")).collect();
+    format!(
+        "{} images in {} sizes, widths {} px, heights {} px; most common {}",
+        sizes.values().sum::<usize>(),
+        sizes.len(),
+        range(|d| d.0),
+        range(|d| d.1),
+        top.join(", ")
+    )
+}
+
 impl fmt::Display for CheckReport {
     /// The human-readable report of `host data check`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -268,13 +301,7 @@ impl fmt::Display for CheckReport {
         for (ty, n) in &self.test_defect {
             writeln!(f, "  {ty:<24} {n:>5}")?;
         }
-        let sizes: Vec<String> =
-            self.image_sizes.iter().map(|(s, n)| format!("{s} ({n})")).collect();
-        writeln!(
-            f,
-            "sizes      {}",
-            if sizes.is_empty() { "-".to_owned() } else { sizes.join(", ") }
-        )?;
+        writeln!(f, "sizes      {}", size_summary(&self.image_sizes))?;
         writeln!(f)?;
         writeln!(f, "splits (seed {})          train           valid           test", self.seed)?;
         writeln!(f, "                      normal abnormal  normal abnormal  normal abnormal")?;
@@ -303,5 +330,27 @@ impl fmt::Display for CheckReport {
             writeln!(f, "  {e}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_few_sizes_are_listed_and_many_are_summarised() {
+        let few: BTreeMap<String, usize> =
+            [("100x200".to_string(), 3), ("512x512".to_string(), 1)].into_iter().collect();
+        assert_eq!(size_summary(&few), "100x200 (3), 512x512 (1)");
+        let many: BTreeMap<String, usize> = (0..40u32)
+            .map(|i| (format!("{}x{}", 100 + i, 900 - i), 1 + (i == 7) as usize))
+            .collect();
+        let s = size_summary(&many);
+        assert_eq!(
+            s,
+            "41 images in 40 sizes, widths 100-139 px, heights 861-900 px; most common 107x893 (2), \
+             100x900 (1), 101x899 (1)"
+        );
+        assert_eq!(size_summary(&BTreeMap::new()), "-");
     }
 }

@@ -57,7 +57,10 @@ pub fn evaluate_to(
         train_seconds: state.train_seconds,
         image_size: cfg.glass.image_size,
         preset: cfg.glass.preset.clone(),
-        heatmap: "glass anomaly map (bilinear upsample + gaussian sigma 4)".into(),
+        heatmap: format!(
+            "glass anomaly map (bilinear upsample + gaussian sigma {})",
+            cfg.glass.blur_sigma
+        ),
     };
     super::evaluate_detector(
         &cfg.data,

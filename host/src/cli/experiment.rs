@@ -58,7 +58,8 @@ pub struct ExperimentArgs {
     /// GLASS: override the preset's fraction of patch positions per iteration, in (0, 1].
     #[arg(long)]
     pub glass_patch_fraction: Option<f64>,
-    /// GLASS: override the map blur sigma (input pixels).
+    /// GLASS: override the map blur sigma (input pixels; edge 7.1 at 512 px). The PatchCore column
+    /// uses the same post-processing, so it follows.
     #[arg(long)]
     pub glass_blur_sigma: Option<f32>,
     /// GLASS: override the number of gradient-ascent steps.

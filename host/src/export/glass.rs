@@ -9,9 +9,9 @@
 //! `image_score [batch]` (ReduceMax over the grid: the spec's image score).
 //!
 //! The map post-processing (bilinear upsample to S x S and Gaussian blur, the run's `blur_sigma`,
-//! recorded in the manifest) stays outside the
-//! graph: `shared::preprocess::glass_postprocess` does it on host and device alike (one implementation,
-//! and it avoids tract's slow full-resolution linear Resize).
+//! recorded in the manifest) stays outside the graph: `shared::preprocess::glass_postprocess` does it
+//! on host and device alike (one implementation, and it avoids tract's slow full-resolution linear
+//! Resize).
 use std::collections::HashMap;
 
 use tch::Tensor;
